@@ -1,0 +1,32 @@
+"""``distilkit evaluate``: train fresh models on a distilled set, report real test accuracy."""
+
+from __future__ import annotations
+
+import click
+
+from distilkit.cli import cli
+
+
+@cli.command("evaluate")
+@click.argument("set_path", metavar="SET")
+@click.option("--runs", type=click.IntRange(1), default=5, show_default=True, help="Fresh models per architecture.")
+@click.option("--preset", default="cpu", show_default=True, help="Training protocol: standard | paper | cpu | smoke.")
+@click.option("--models", help="Comma-separated architectures, e.g. convnet,timm/resnet18 [the preset's].")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--source", help="Real data to test on [the source recorded in the card].")
+def evaluate_command(set_path, runs, preset, models, seed, source) -> None:
+    """Train RUNS fresh models on SET, test them on the real test split, write mean ± std into the card."""
+    from distilkit.evaluate import evaluate_folder
+    from distilkit.runtime import make_accelerator
+    from distilkit.train import train_preset
+
+    train_preset(preset)  # validates the name before any work
+    accelerator = make_accelerator()
+    results = evaluate_folder(set_path, runs=runs, preset=preset, seed=seed, source=source,
+                              models=[m.strip() for m in models.split(",")] if models else None,
+                              accelerator=accelerator)
+    if accelerator.is_main_process:
+        for r in results:
+            click.echo(f"{r['model']:<24} {r['preset']:<9} {100 * r['mean']:6.2f} ± {100 * r['std']:.2f} %"
+                       f"  ({r['runs']} runs)")
+        click.echo(f"results written to {set_path}/README.md")

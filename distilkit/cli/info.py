@@ -1,0 +1,42 @@
+"""``distilkit info``: what a distilled set is, from its card."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from distilkit.cli import cli
+
+
+@cli.command("info")
+@click.argument("set_path", metavar="SET")
+@click.option("--json", "as_json", is_flag=True, help="Print the card's distilkit metadata as JSON.")
+def info_command(set_path, as_json) -> None:
+    """Describe a distilled set: method, size, pixel space, provenance and evaluation results."""
+    from distilkit.distilled import DistilledSet
+    from distilkit.hub.card import evaluation_markdown
+
+    dset = DistilledSet.load(set_path)
+    meta = dset.card_metadata()
+    if as_json:
+        click.echo(json.dumps(meta, indent=2, default=str))
+        return
+    n, c, h, w = dset.images.shape
+    source = dset.source
+    lines = [
+        f"set:          {set_path}",
+        f"method:       {dset.method} (IPC {dset.ipc}, {n} images, {dset.num_classes} classes)",
+        f"images:       float32 [{n}, {c}, {h}, {w}], pixel space {dset.pixel_space.kind}, "
+        f"values {dset.images.min():.3f} .. {dset.images.max():.3f}",
+        f"labels:       {'soft + hard' if dset.soft_labels is not None else 'hard'}"
+        + (f", learned lr {dset.learned_lr:.5g}" if dset.learned_lr else ""),
+        f"source:       {source.get('id')} split {source.get('split')} ({source.get('num_train')} train, "
+        f"test: {source.get('test', {}).get('split')}), licence {source.get('license')}",
+        f"made:         seed {dset.provenance.get('seed')}, preset {dset.provenance.get('preset')}, "
+        f"{dset.provenance.get('wall_time_s')} s on {dset.provenance.get('hardware')}, "
+        f"distilkit {dset.provenance.get('distilkit_version')}",
+        "evaluation:",
+        evaluation_markdown(dset.evaluation),
+    ]
+    click.echo("\n".join(lines))

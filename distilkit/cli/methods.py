@@ -1,0 +1,29 @@
+"""``distilkit methods``: the registered methods and their defaults."""
+
+from __future__ import annotations
+
+import click
+import yaml
+
+from distilkit.cli import cli
+
+
+@cli.command("methods")
+@click.argument("name", required=False)
+@click.option("--preset", default="cpu", show_default=True, help="Show the defaults this preset resolves to.")
+@click.option("--ipc", type=int, default=10, show_default=True, help="Show the defaults for this IPC.")
+def methods_command(name, preset, ipc) -> None:
+    """List distillation methods, or show NAME's resolved defaults for a preset and IPC."""
+    from distilkit.methods import get_method, list_methods
+
+    if name is None:
+        for method in list_methods():
+            spec = get_method(method)
+            click.echo(f"{method:<10} {spec.family:<22} {spec.summary}")
+        return
+    spec = get_method(name)
+    click.echo(f"{name} ({spec.family}): {spec.summary}")
+    if spec.citation:
+        click.echo(f"cite: {spec.citation}")
+    click.echo(f"defaults for --preset {preset} --ipc {ipc} (override with --arg KEY=VALUE):")
+    click.echo(yaml.safe_dump(spec.resolve(preset, ipc), sort_keys=True).rstrip() or "  (none)")

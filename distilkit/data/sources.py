@@ -1,0 +1,272 @@
+"""Load a real image-classification dataset from the Hub, a local folder or the embedded default.
+
+Whatever the origin, the result is a :class:`RealData`: images decoded once into uint8 tensors
+(cached as safetensors, keyed by the datasets fingerprint), labels 0..K-1, class names, per-channel
+normalisation statistics of the train split, and a test split (the source's own, or a seeded,
+class-stratified hold-out carved from train, which is recorded).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from distilkit.data.pixel_space import PixelSpace
+from distilkit.data.real import RealData
+from distilkit.data.zca import ZCA
+from distilkit.errors import DistilkitError
+
+EMBEDDED = "embedded"
+EMBEDDED_DIR = Path(__file__).parent / "embedded" / "fashion_mnist"
+EMBEDDED_INFO = {"id": "embedded:fashion_mnist", "hub_id": "zalando-datasets/fashion_mnist",
+                 "license": "mit", "pretty_name": "Fashion-MNIST (distilkit embedded subset)"}
+IMAGE_COLUMN_NAMES = ("image", "img", "images", "pixel_values", "picture")
+LABEL_COLUMN_NAMES = ("label", "labels", "fine_label", "class", "target", "y")
+
+
+@dataclass
+class SourceConfig:
+    """Where the real data comes from and how to read it."""
+
+    source: str = EMBEDDED
+    subset: str | None = None
+    split: str = "train"
+    test_split: str | None = None
+    revision: str | None = None
+    image_column: str | None = None
+    label_column: str | None = None
+    image_size: int | None = None
+    holdout_fraction: float = 0.1
+
+
+def cache_dir() -> Path:
+    """Root of distilkit's caches: ``$DISTILKIT_CACHE`` or ``$HF_HOME/distilkit`` (~/.cache/huggingface)."""
+    if os.environ.get("DISTILKIT_CACHE"):
+        return Path(os.environ["DISTILKIT_CACHE"])
+    hf_home = os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface")
+    return Path(hf_home) / "distilkit"
+
+
+def _read_card_yaml(folder: Path) -> dict:
+    readme = folder / "README.md"
+    if not readme.is_file():
+        return {}
+    from huggingface_hub import DatasetCard
+
+    try:
+        return DatasetCard(readme.read_text(encoding="utf-8"), ignore_metadata_errors=True).data.to_dict()
+    except Exception:  # a source's card is informational; a broken one must not block loading
+        return {}
+
+
+def _load_dataset_dict(cfg: SourceConfig):
+    import datasets
+
+    try:
+        if cfg.source == EMBEDDED:
+            return datasets.load_dataset(str(EMBEDDED_DIR)), dict(EMBEDDED_INFO)
+        path = Path(cfg.source).expanduser()
+        if path.is_file() and path.suffix == ".parquet":
+            return datasets.load_dataset("parquet", data_files={"train": str(path)}), {
+                "id": str(path), "license": None}
+        if path.is_dir():
+            card = _read_card_yaml(path)
+            if "distilkit" in card:
+                raise DistilkitError(f"{path} is a distilled set, not a real dataset; give its source instead")
+            info = {"id": str(path), "license": card.get("license"), "pretty_name": card.get("pretty_name")}
+            return datasets.load_dataset(str(path), name=cfg.subset), info
+        if cfg.source.startswith((".", "/", "~")) or os.sep in cfg.source and not _looks_like_hub_id(cfg.source):
+            raise DistilkitError(f"source {cfg.source!r} does not exist")
+        ds = datasets.load_dataset(cfg.source, name=cfg.subset, revision=cfg.revision)
+        return ds, {"id": cfg.source, "hub_id": cfg.source, "license": _hub_license(cfg.source, cfg.revision)}
+    except DistilkitError:
+        raise
+    except FileNotFoundError as err:
+        raise DistilkitError(f"source {cfg.source!r} not found: {_first_line(err)}") from err
+    except Exception as err:  # datasets raises many types (DatasetNotFoundError, ValueError, ...)
+        raise DistilkitError(f"cannot load source {cfg.source!r}: {_first_line(err)}") from err
+
+
+def _looks_like_hub_id(text: str) -> bool:
+    parts = text.split("/")
+    return len(parts) == 2 and all(parts) and not text.startswith((".", "/", "~"))
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
+def _hub_license(repo_id: str, revision: str | None) -> str | None:
+    try:
+        from huggingface_hub import DatasetCard
+
+        return DatasetCard.load(repo_id, repo_type="dataset").data.get("license")
+    except Exception:  # licence lookup is best effort; the card says "unknown" otherwise
+        return None
+
+
+def detect_columns(features, image_column: str | None, label_column: str | None) -> tuple[str, str]:
+    """Pick the image and label columns from a datasets ``Features`` mapping."""
+    from datasets import Array2D, Array3D, ClassLabel, Image, Value
+
+    names = list(features)
+    for given, kind in ((image_column, "image"), (label_column, "label")):
+        if given is not None and given not in features:
+            raise DistilkitError(f"{kind} column {given!r} not in the dataset (columns: {', '.join(names)})")
+    if image_column is None:
+        typed = [n for n in names if isinstance(features[n], (Image, Array2D, Array3D))]
+        named = [n for n in names if n.lower() in IMAGE_COLUMN_NAMES]
+        image_column = (typed or named or [None])[0]
+    if label_column is None:
+        typed = [n for n in names if isinstance(features[n], ClassLabel)]
+        named = [n for n in names if n.lower() in LABEL_COLUMN_NAMES and isinstance(features[n], Value)
+                 and features[n].dtype.startswith(("int", "uint", "string"))]
+        label_column = (typed or named or [None])[0]
+    if image_column is None or label_column is None:
+        missing = "an image column" if image_column is None else "a label column"
+        raise DistilkitError(f"the dataset has no {missing} (columns: {', '.join(names)}); "
+                             "name it with --image-column/--label-column")
+    return image_column, label_column
+
+
+def _decode_images(ds, column: str, mode: str | None, size: int | None) -> tuple[torch.Tensor, str, int]:
+    """Decode a column once into uint8 [N, C, H, W]; PIL images are converted to one mode and size."""
+    from datasets import Image
+
+    feature = ds.features[column]
+    if not isinstance(feature, Image):
+        arrays = np.asarray(ds.with_format("numpy")[column])
+        if arrays.dtype != np.uint8:
+            if arrays.max() > 1.0 + 1e-6:
+                arrays = np.clip(arrays, 0, 255).round().astype(np.uint8)
+            else:
+                arrays = np.clip(arrays * 255.0, 0, 255).round().astype(np.uint8)
+        if arrays.ndim == 3:
+            arrays = arrays[:, None]
+        elif arrays.ndim == 4 and arrays.shape[-1] in (1, 3) and arrays.shape[1] not in (1, 3):
+            arrays = arrays.transpose(0, 3, 1, 2)
+        return torch.from_numpy(np.ascontiguousarray(arrays)), "array", arrays.shape[-1]
+    from tqdm.auto import tqdm
+
+    out = None
+    for start in tqdm(range(0, len(ds), 2048), desc=f"decoding {column}", leave=False):
+        images = ds[start : start + 2048][column]
+        if mode is None:
+            mode = "L" if images[0].mode in ("L", "1", "I", "I;16", "F", "LA") else "RGB"
+        if size is None:
+            size = images[0].size[0] if images[0].size[0] == images[0].size[1] else min(images[0].size)
+        arrays = []
+        for image in images:
+            image = image.convert(mode)
+            if image.size != (size, size):
+                image = image.resize((size, size))
+            arrays.append(np.asarray(image, dtype=np.uint8))
+        block = np.stack(arrays)
+        block = block[:, None] if block.ndim == 3 else block.transpose(0, 3, 1, 2)
+        if out is None:
+            out = np.empty((len(ds), *block.shape[1:]), dtype=np.uint8)
+        out[start : start + len(block)] = block
+    return torch.from_numpy(out), mode, size
+
+
+def _labels(ds, column: str) -> tuple[torch.Tensor, list[str] | None]:
+    from datasets import ClassLabel
+
+    feature = ds.features[column]
+    values = ds[column]
+    if isinstance(feature, ClassLabel):
+        return torch.tensor(list(values), dtype=torch.long), list(feature.names)
+    return None, sorted({str(v) for v in values}, key=lambda s: (len(s), s)) if values else []
+
+
+def _carve_holdout(labels: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    keys = torch.rand(len(labels), generator=generator)
+    order = torch.argsort(labels * 2.0 + keys)  # class-major, random within class
+    counts = torch.bincount(labels)
+    rank = torch.arange(len(labels)) - (torch.cumsum(counts, 0) - counts)[labels[order]]
+    held = torch.zeros(len(labels), dtype=torch.bool)
+    held[order[rank < (counts[labels[order]] * fraction).round().long().clamp(min=1)]] = True
+    return (~held).nonzero().squeeze(1), held.nonzero().squeeze(1)
+
+
+def load_real(cfg: SourceConfig, pixel_space: str = "normalized", seed: int = 0,
+              zca_eps: float = 0.1) -> RealData:
+    """Load, decode (once, cached) and describe the real data of ``cfg``."""
+    dsd, info = _load_dataset_dict(cfg)
+    if cfg.split not in dsd:
+        raise DistilkitError(f"split {cfg.split!r} not in source {cfg.source!r} (splits: {', '.join(dsd)})")
+    train = dsd[cfg.split]
+    image_col, label_col = detect_columns(train.features, cfg.image_column, cfg.label_column)
+    test_name = cfg.test_split or next((s for s in ("test", "validation", "valid", "val") if s in dsd), None)
+    if cfg.test_split is not None and cfg.test_split not in dsd:
+        raise DistilkitError(f"test split {cfg.test_split!r} not in source (splits: {', '.join(dsd)})")
+
+    key = hashlib.sha256(json.dumps([train._fingerprint, dsd[test_name]._fingerprint if test_name else None,
+                                     image_col, label_col, cfg.image_size], sort_keys=True).encode())
+    cache_file = cache_dir() / "decoded" / f"{key.hexdigest()[:24]}.safetensors"
+    if cache_file.is_file():
+        tensors = load_file(str(cache_file))
+        meta = json.loads(tensors.pop("_meta").numpy().tobytes().decode())
+    else:
+        train_images, mode, size = _decode_images(train, image_col, None, cfg.image_size)
+        train_labels, names = _labels(train, label_col)
+        tensors = {"train_images": train_images}
+        if test_name is not None:
+            tensors["test_images"], _, _ = _decode_images(dsd[test_name], image_col, mode if mode != "array"
+                                                          else None, size if mode != "array" else None)
+            test_labels, _ = _labels(dsd[test_name], label_col)
+        if train_labels is None:  # plain values: map sorted distinct values to 0..K-1
+            lookup = {name: i for i, name in enumerate(names)}
+            train_labels = torch.tensor([lookup[str(v)] for v in train[label_col]])
+            if test_name is not None:
+                unknown = {str(v) for v in dsd[test_name][label_col]} - set(lookup)
+                if unknown:
+                    raise DistilkitError(f"test split has labels not in train: {sorted(unknown)[:5]}")
+                test_labels = torch.tensor([lookup[str(v)] for v in dsd[test_name][label_col]])
+        tensors["train_labels"] = train_labels
+        if test_name is not None:
+            tensors["test_labels"] = test_labels
+        meta = {"class_names": names}
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_file.with_suffix(f".tmp{os.getpid()}")
+        blob = torch.frombuffer(bytearray(json.dumps(meta).encode()), dtype=torch.uint8)
+        save_file({**{k: v.contiguous() for k, v in tensors.items()}, "_meta": blob}, str(tmp))
+        os.replace(tmp, cache_file)
+
+    train_images, train_labels = tensors["train_images"], tensors["train_labels"].long()
+    class_names = meta["class_names"]
+    if train_images.shape[0] == 0:
+        raise DistilkitError(f"split {cfg.split!r} of {cfg.source!r} is empty")
+    if test_name is not None:
+        test_images, test_labels = tensors["test_images"], tensors["test_labels"].long()
+        test_desc = {"split": test_name, "carved": False}
+    else:
+        keep, held = _carve_holdout(train_labels, cfg.holdout_fraction, seed)
+        test_images, test_labels = train_images[held], train_labels[held]
+        train_images, train_labels = train_images[keep], train_labels[keep]
+        test_desc = {"split": f"{cfg.split} (carved)", "carved": True, "fraction": cfg.holdout_fraction,
+                     "seed": seed, "stratified": True}
+
+    unit = train_images.float().div_(255.0)
+    mean = unit.mean(dim=(0, 2, 3)).tolist()
+    std = unit.std(dim=(0, 2, 3)).clamp(min=1e-6).tolist()
+    zca = None
+    if pixel_space == "zca":
+        norm = (unit - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)
+        zca = ZCA.fit(norm, eps=zca_eps)
+    del unit
+    info = {**info, **{k: v for k, v in asdict(cfg).items() if k in ("subset", "split", "revision")},
+            "image_column": image_col, "label_column": label_col, "test": test_desc,
+            "num_train": int(train_images.shape[0]), "num_test": int(test_images.shape[0])}
+    return RealData(train_images=train_images, train_labels=train_labels, test_images=test_images,
+                    test_labels=test_labels, class_names=class_names,
+                    pixel_space=PixelSpace(pixel_space, mean, std, zca), info=info)

@@ -1,0 +1,95 @@
+"""``evaluate``: train fresh models on a distilled set and test them on the real test split."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import statistics
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from distilkit.data.sources import SourceConfig, load_real
+from distilkit.distilled import DistilledSet
+from distilkit.errors import DistilkitError
+from distilkit.runtime import distilkit_version, make_accelerator
+from distilkit.train import TrainConfig, train_and_test, train_preset
+
+
+def source_config_of(dset: DistilledSet, override: str | None = None) -> SourceConfig:
+    """The real source recorded in a set's card (or ``override``)."""
+    recorded = (dset.config or {}).get("source") or {}
+    known = {f.name for f in dataclasses.fields(SourceConfig)}
+    cfg = SourceConfig(**{k: v for k, v in recorded.items() if k in known})
+    if override is not None:
+        cfg = dataclasses.replace(cfg, source=override)
+    elif not recorded:
+        raise DistilkitError("the set's card records no source; pass --source")
+    return cfg
+
+
+def evaluate_set(
+    dset: DistilledSet,
+    runs: int = 5,
+    preset: str = "cpu",
+    models: list[str] | None = None,
+    seed: int = 0,
+    source: str | None = None,
+    accelerator=None,
+    protocol: TrainConfig | None = None,
+) -> list[dict]:
+    """Mean ± std test accuracy over ``runs`` fresh models per architecture. Runs are split across
+    processes and gathered; every process returns the same list."""
+    from accelerate.utils import gather_object
+
+    accelerator = accelerator or make_accelerator()
+    protocol = protocol or train_preset(preset)
+    with accelerator.main_process_first():
+        real = load_real(source_config_of(dset, source), pixel_space="raw", seed=int(
+            (dset.provenance or {}).get("seed", seed)))
+    if real.class_names != dset.class_names:
+        raise DistilkitError("the source's classes do not match the set's classes")
+    if tuple(real.image_shape) != tuple(dset.images.shape[1:]):
+        raise DistilkitError(f"source images are {tuple(real.image_shape)}, the set's are "
+                             f"{tuple(dset.images.shape[1:])}")
+    test_images = dset.pixel_space.from_uint8(real.test_images)
+    lr = dset.learned_lr if (protocol.use_learned_lr and dset.learned_lr) else None
+    results = []
+    for model in models or [protocol.model]:
+        mine = list(range(accelerator.process_index, runs, accelerator.num_processes))
+        local = []
+        for run in tqdm(mine, desc=f"evaluate {model}", disable=not accelerator.is_local_main_process):
+            acc = train_and_test(dset.images, dset.training_targets(), test_images, real.test_labels,
+                                 dset.num_classes, protocol, seed=seed * 1000 + run, model_name=model, lr=lr,
+                                 device=accelerator.device)
+            local.append((run, acc))
+        gathered = sorted(gather_object(local) if accelerator.num_processes > 1 else local)
+        accs = [a for _, a in gathered]
+        results.append({
+            "model": model, "preset": preset, "runs": runs,
+            "mean": round(statistics.fmean(accs), 6), "std": round(statistics.pstdev(accs), 6),
+            "accuracies": [round(a, 6) for a in accs], "seed": seed, "lr": lr or protocol.lr,
+            "protocol": {**protocol.to_dict(), "model": model},
+            "test_set": f"{real.info['id']} {real.info['test']['split']} ({real.test_images.shape[0]} images)",
+            "date": dt.date.today().isoformat(), "distilkit_version": distilkit_version(),
+        })
+    return results
+
+
+def merge_results(existing: list[dict], new: list[dict]) -> list[dict]:
+    """Replace results with the same (model, preset), keep the others."""
+    keys = {(r["model"], r["preset"]) for r in new}
+    return [r for r in existing if (r.get("model"), r.get("preset")) not in keys] + new
+
+
+def evaluate_folder(folder: str | Path, **kwargs) -> list[dict]:
+    """Evaluate the set in ``folder`` and write the results into its card."""
+    from distilkit.hub.card import update_card_evaluation
+
+    accelerator = kwargs.pop("accelerator", None) or make_accelerator()
+    dset = DistilledSet.load(folder)
+    results = evaluate_set(dset, accelerator=accelerator, **kwargs)
+    if accelerator.is_main_process:
+        update_card_evaluation(Path(folder), merge_results(dset.evaluation, results))
+    accelerator.wait_for_everyone()
+    return results

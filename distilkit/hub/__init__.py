@@ -1,0 +1,1 @@
+"""Dataset cards (rendering, reading, section updates); publishing and verification build on these."""

@@ -1,0 +1,157 @@
+"""Dataset cards for distilled sets: YAML metadata + a Jinja2-rendered body with marked sections.
+
+The YAML holds the standard Hub keys (licence inherited from the source, task, size, source
+datasets, tags) plus one namespaced ``distilkit:`` key with the machine-readable facts. Sections
+that commands rewrite (evaluation, audits) sit between ``<!-- distilkit:NAME:start -->`` and
+``<!-- distilkit:NAME:end -->``; updates replace only what is between the markers.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+from distilkit.errors import DistilkitError
+
+if TYPE_CHECKING:
+    from distilkit.distilled import DistilledSet
+
+TEMPLATES = Path(__file__).resolve().parents[1] / "cards"
+DATA_CONFIGS = [{"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*"}]}]
+TAGS = ["dataset-distillation", "synthetic", "distilkit"]
+CITATIONS = {
+    "study": "@inproceedings{yang2024what,\n  title={What is Dataset Distillation Learning?},\n"
+             "  author={Yang, William and Zhu, Ye and Deng, Zhiwei and Russakovsky, Olga},\n"
+             "  booktitle={ICML}, year={2024}\n}",
+    "fashion_mnist": "@article{xiao2017fashion,\n  title={Fashion-MNIST: a Novel Image Dataset for "
+                     "Benchmarking Machine Learning Algorithms},\n  author={Xiao, Han and Rasul, Kashif "
+                     "and Vollgraf, Roland},\n  journal={arXiv:1708.07747}, year={2017}\n}",
+}
+
+
+def _size_category(n: int) -> str:
+    for bound, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K")):
+        if n < bound:
+            return name
+    return "100K<n<1M"
+
+
+def evaluation_markdown(results: list[dict]) -> str:
+    if not results:
+        return "Not evaluated yet: run `distilkit evaluate <this set> --runs 5`."
+    lines = ["| model | protocol | runs | test accuracy (mean ± std) | real test set |",
+             "|---|---|---|---|---|"]
+    for r in results:
+        lines.append(f"| `{r['model']}` | {r['preset']} | {r['runs']} | "
+                     f"{100 * r['mean']:.2f} ± {100 * r['std']:.2f} % | {r.get('test_set', '')} |")
+    lines.append("")
+    lines.append("Each run trains a freshly initialised model on the distilled set only and reports its final "
+                 "accuracy on the real test split (no model selection on test).")
+    return "\n".join(lines)
+
+
+def render_card(dset: DistilledSet, repo_ref: str) -> str:
+    """The full README.md text for ``dset``; ``repo_ref`` is what the snippet passes to load_dataset."""
+    from huggingface_hub import DatasetCardData
+
+    from distilkit.methods import get_method
+
+    spec = get_method(dset.method)
+    source = dset.source
+    c, h, w = (int(s) for s in dset.images.shape[1:])
+    depth_hw = (max(h, 32) // 4 if h == 28 else h // 4) * (max(w, 32) // 4 if w == 28 else w // 4)
+    hub_ids = [source["hub_id"]] if source.get("hub_id") else []
+    data = DatasetCardData(
+        license=source.get("license") or "other",
+        pretty_name=f"{source.get('pretty_name') or source.get('id')} distilled ({dset.method}, IPC {dset.ipc})",
+        task_categories=["image-classification"],
+        task_ids=["multi-class-image-classification"],
+        size_categories=[_size_category(int(dset.images.shape[0]))],
+        source_datasets=hub_ids or None,
+        tags=list(TAGS),
+        configs=DATA_CONFIGS,
+        distilkit=dset.card_metadata(),
+    )
+    citations = [CITATIONS["study"]]
+    if spec.citation:
+        citations.insert(0, spec.citation if spec.citation.startswith("@") else f"% {spec.citation}")
+    if "fashion" in str(source.get("id", "")).lower():
+        citations.append(CITATIONS["fashion_mnist"])
+    test = source.get("test", {})
+    env = Environment(loader=FileSystemLoader(str(TEMPLATES)), undefined=StrictUndefined, keep_trailing_newline=True)
+    body = env.get_template("distilled_card.md.j2").render(
+        title=data.pretty_name, num_images=int(dset.images.shape[0]), ipc=dset.ipc, num_classes=dset.num_classes,
+        shape=f"{c}×{h}×{w}", shape_n=f"[{int(dset.images.shape[0])}, {c}, {h}, {w}]", method=dset.method,
+        method_summary=spec.summary, source_id=source.get("id"), source_split=source.get("split"),
+        source_revision=source.get("revision"), pixel_space=dset.pixel_space.kind,
+        mean=[round(m, 4) for m in dset.pixel_space.mean], std=[round(s, 4) for s in dset.pixel_space.std],
+        label_kind="soft (`soft_label`, probabilities) and hard (`label`)" if dset.soft_labels is not None
+        else "hard (`label`, ClassLabel)", learned_lr=dset.learned_lr, repo_ref=repo_ref,
+        target_column="soft_label" if dset.soft_labels is not None else "label",
+        target_desc="float32 probabilities" if dset.soft_labels is not None else "int64 class ids",
+        channels=c, feat_hw=depth_hw, train_lr=dset.learned_lr or 0.01,
+        evaluation_section=evaluation_markdown(dset.evaluation),
+        test_desc=f"split `{test.get('split')}`" + (" (a seeded, stratified hold-out carved from train)"
+                                                   if test.get("carved") else ""),
+        seed=dset.provenance.get("seed"), version=dset.provenance.get("distilkit_version"),
+        wall_time=dset.provenance.get("wall_time_s"), hardware=dset.provenance.get("hardware"),
+        license=source.get("license") or "unknown",
+        source_attribution="Fashion-MNIST is © 2017 Zalando SE, MIT licence."
+        if "fashion" in str(source.get("id", "")).lower() else "",
+        citations="\n".join(citations),
+    )
+    return f"---\n{data.to_yaml()}\n---\n\n{body}"
+
+
+def read_card(folder: Path):
+    """Load ``folder/README.md`` as a DatasetCard; a missing or unparsable card is a clear error."""
+    from huggingface_hub import DatasetCard
+
+    readme = Path(folder) / "README.md"
+    if not readme.is_file():
+        raise DistilkitError(f"{folder} has no README.md: not a distilkit set")
+    text = readme.read_text(encoding="utf-8")
+    if not text.startswith("---"):
+        raise DistilkitError(f"{readme} has no YAML metadata block: not a distilkit set")
+    try:
+        return DatasetCard(text)
+    except Exception as err:  # yaml.YAMLError, ValueError from the card parser
+        raise DistilkitError(f"{readme} has corrupt YAML metadata: {str(err).splitlines()[0]}") from err
+
+
+def replace_section(text: str, name: str, content: str) -> str:
+    """Replace the body between this section's markers (append the section if it is missing)."""
+    start, end = f"<!-- distilkit:{name}:start -->", f"<!-- distilkit:{name}:end -->"
+    block = f"{start}\n{content.strip()}\n{end}"
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.DOTALL)
+    if pattern.search(text):
+        return pattern.sub(lambda _: block, text, count=1)
+    return text.rstrip("\n") + "\n\n" + block + "\n"
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def update_card_evaluation(folder: Path, results: list[dict]) -> None:
+    """Write evaluation results into the card's YAML and its evaluation section, atomically."""
+    card = read_card(folder)
+    meta = card.data.get("distilkit")
+    if not isinstance(meta, dict):
+        raise DistilkitError(f"{folder} is not a distilkit set")
+    meta["evaluation"] = results
+    card.data["distilkit"] = meta
+    card.text = replace_section(card.text, "eval", evaluation_markdown(results))
+    write_text_atomic(Path(folder) / "README.md", str(card))

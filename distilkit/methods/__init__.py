@@ -1,0 +1,13 @@
+"""Distillation methods, registered by name (``distilkit methods`` lists them)."""
+
+from distilkit.methods import dm, herding, kcenter, random_subset  # noqa: F401  (registration)
+from distilkit.methods.registry import (
+    MethodOutput,
+    MethodSpec,
+    RunContext,
+    get_method,
+    list_methods,
+    register_method,
+)
+
+__all__ = ["MethodOutput", "MethodSpec", "RunContext", "get_method", "list_methods", "register_method"]

@@ -1,0 +1,103 @@
+"""Distribution matching (DM; Zhao & Bilen, WACV 2023).
+
+Every iteration draws a fresh randomly initialised ConvNet (never trained), embeds a class-balanced
+real batch and the synthetic images with the same DSA transformation per class, and moves the
+synthetic images so that their class means of the embedding match the real ones:
+``loss = sum_c || mean embed(real_c) - mean embed(syn_c) ||^2``. All classes go through one batched
+forward; the real side runs without autograd and its class sums are all-reduced across processes,
+so every rank computes the same loss on the same synthetic images.
+"""
+
+from __future__ import annotations
+
+import torch
+from tqdm.auto import tqdm
+
+from distilkit.data.dsa import DEFAULT_STRATEGY, DSA
+from distilkit.data.real import RealData
+from distilkit.methods.registry import MethodOutput, RunContext, register_method
+from distilkit.methods.synthetic import initial_images
+from distilkit.models import create_model
+
+
+@register_method(
+    "dm",
+    family="distribution-matching",
+    summary="match class means of random-ConvNet embeddings (Zhao & Bilen 2023)",
+    defaults={"iterations": 20000, "lr_images": 1.0, "momentum": 0.5, "batch_real": 256, "model": "convnet",
+              "dsa": True, "dsa_strategy": DEFAULT_STRATEGY, "init": "real", "checkpoint_every": 500,
+              "log_every": 10},
+    presets={
+        "cpu": {"iterations": 400, "batch_real": 64, "model": "convnet-w32", "checkpoint_every": 100},
+        "smoke": {"iterations": 6, "batch_real": 8, "model": "convnet-w8-d2", "checkpoint_every": 2,
+                  "log_every": 1},
+    },
+    citation="Zhao, B. and Bilen, H. Dataset Condensation with Distribution Matching. WACV 2023.",
+)
+def distill_dm(real: RealData, ipc: int, cfg: dict, ctx: RunContext) -> MethodOutput:
+    num_classes, device = real.num_classes, ctx.device
+    acc = ctx.accelerator
+    syn_labels = torch.arange(num_classes).repeat_interleave(ipc)
+    images = initial_images(real, ipc, cfg["init"], ctx.step_generator(-1)).to(device).requires_grad_(True)
+    optimizer = torch.optim.SGD([images], lr=cfg["lr_images"], momentum=cfg["momentum"])
+    dsa = DSA(cfg["dsa_strategy"]) if cfg["dsa"] else None
+    history: dict[str, list[float]] = {"iteration": [], "loss": []}
+    start = 0
+    if ctx.resume and ctx.checkpointer is not None and (saved := ctx.checkpointer.load()) is not None:
+        tensors, state = saved
+        with torch.no_grad():
+            images.copy_(tensors["images"].to(device))
+        if "momentum" in tensors:
+            optimizer.state[images]["momentum_buffer"] = tensors["momentum"].to(device)
+        start, history = state["step"], state["history"]
+
+    # Each rank embeds its share of every class's real batch; class sums are all-reduced.
+    per_rank = -(-cfg["batch_real"] // acc.num_processes)
+    rank_slice = slice(acc.process_index * per_rank, (acc.process_index + 1) * per_rank)
+    real_groups = None
+    bar = tqdm(range(start, cfg["iterations"]), desc="dm", disable=not ctx.show_progress,
+               initial=start, total=cfg["iterations"])
+    for it in bar:
+        if ctx.checkpointer is not None and ctx.checkpointer.due(it, cfg["iterations"]) and it > start:
+            _save(ctx, images, optimizer, it, history)
+        generator = ctx.step_generator(it)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
+            net = create_model(cfg["model"], images.shape[1], num_classes, tuple(images.shape[2:]))
+        net.to(device).requires_grad_(False)
+        indices = real.sample_per_class(cfg["batch_real"], generator)[:, rank_slice]
+        params = dsa.sample(num_classes, generator) if dsa is not None else None
+        local = indices.shape[1]
+        if real_groups is None or real_groups.numel() != num_classes * local:
+            real_groups = torch.arange(num_classes).repeat_interleave(local)
+
+        with torch.no_grad():
+            x_real = real.batch(indices.reshape(-1)).to(device)
+            if dsa is not None:
+                x_real = dsa(x_real, params, real_groups)
+            real_sum = net.embed(x_real).reshape(num_classes, local, -1).sum(1)
+            real_mean = acc.reduce(real_sum, "sum") / cfg["batch_real"] if acc.num_processes > 1 \
+                else real_sum / local
+
+        x_syn = dsa(images, params, syn_labels) if dsa is not None else images
+        syn_mean = net.embed(x_syn).reshape(num_classes, ipc, -1).mean(1)
+        loss = ((real_mean - syn_mean) ** 2).sum()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if it % cfg["log_every"] == 0 or it == cfg["iterations"] - 1:
+            history["iteration"].append(it)
+            history["loss"].append(loss.item())
+            bar.set_postfix(loss=f"{history['loss'][-1]:.3f}")
+    return MethodOutput(images=images.detach().cpu(), labels=syn_labels, history=history)
+
+
+def _save(ctx: RunContext, images: torch.Tensor, optimizer: torch.optim.Optimizer, step: int,
+          history: dict) -> None:
+    if not ctx.accelerator.is_main_process:
+        return
+    tensors = {"images": images}
+    buffer = optimizer.state.get(images, {}).get("momentum_buffer")
+    if buffer is not None:
+        tensors["momentum"] = buffer
+    ctx.checkpointer.save(tensors, {"step": step, "history": history})

@@ -1,0 +1,113 @@
+"""The method registry: ``@register_method`` (timm's ``register_model`` pattern).
+
+A method is a function ``distill(real, ipc, cfg, ctx) -> MethodOutput`` plus its defaults as data:
+``defaults`` (the faithful, ``standard`` values), per-preset overrides and per-IPC overrides.
+Resolution order: defaults < preset < IPC < the user's ``method_args``; unknown user keys are an
+error and ``None`` never overrides.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from distilkit.errors import DistilkitError
+
+FAMILIES = ("selection", "performance-matching", "distribution-matching", "parameter-matching")
+
+
+@dataclass
+class MethodOutput:
+    """What a method hands back: images in the run's pixel space, labels, optional learned values."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    soft_labels: torch.Tensor | None = None
+    learned_lr: float | None = None
+    history: dict[str, list[float]] = field(default_factory=dict)
+
+
+@dataclass
+class MethodSpec:
+    name: str
+    family: str
+    summary: str
+    fn: Callable[..., MethodOutput]
+    defaults: dict[str, Any]
+    presets: dict[str, dict[str, Any]]
+    per_ipc: dict[int, dict[str, Any]]
+    citation: str
+
+    def resolve(self, preset: str, ipc: int, user_args: dict[str, Any] | None = None) -> dict[str, Any]:
+        cfg = dict(self.defaults)
+        cfg.update(self.presets.get(preset, {}))
+        ipc_keys = [k for k in sorted(self.per_ipc) if k <= ipc]
+        if ipc_keys:
+            cfg.update(self.per_ipc[ipc_keys[-1]])
+        user_args = {k: v for k, v in (user_args or {}).items() if v is not None}
+        unknown = sorted(set(user_args) - set(cfg))
+        if unknown:
+            raise DistilkitError(f"unknown option(s) for method {self.name!r}: {', '.join(unknown)} "
+                                 f"(known: {', '.join(sorted(cfg))})")
+        cfg.update(user_args)
+        return cfg
+
+
+_REGISTRY: dict[str, MethodSpec] = {}
+
+
+def register_method(
+    name: str,
+    *,
+    family: str,
+    summary: str,
+    defaults: dict[str, Any],
+    presets: dict[str, dict[str, Any]] | None = None,
+    per_ipc: dict[int, dict[str, Any]] | None = None,
+    citation: str = "",
+) -> Callable[[Callable[..., MethodOutput]], Callable[..., MethodOutput]]:
+    if family not in FAMILIES:
+        raise ValueError(f"unknown family {family!r}")
+
+    def decorate(fn: Callable[..., MethodOutput]) -> Callable[..., MethodOutput]:
+        if name in _REGISTRY:
+            raise ValueError(f"method {name!r} registered twice")
+        _REGISTRY[name] = MethodSpec(name, family, summary, fn, defaults, presets or {}, per_ipc or {}, citation)
+        return fn
+
+    return decorate
+
+
+def get_method(name: str) -> MethodSpec:
+    if name not in _REGISTRY:
+        raise DistilkitError(f"unknown method {name!r}; available: {', '.join(list_methods())}")
+    return _REGISTRY[name]
+
+
+def list_methods() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+@dataclass
+class RunContext:
+    """Per-run services a method uses: the accelerator, the seed, checkpointing, progress bars."""
+
+    accelerator: Any
+    seed: int
+    checkpointer: Any = None
+    resume: bool = False
+
+    @property
+    def device(self) -> torch.device:
+        return self.accelerator.device
+
+    @property
+    def show_progress(self) -> bool:
+        return bool(self.accelerator.is_local_main_process)
+
+    def step_generator(self, step: int, stream: int = 0) -> torch.Generator:
+        """An RNG for one iteration, derived from (seed, step, stream): resumable without RNG state."""
+        return torch.Generator().manual_seed((self.seed * 1_000_003 + step) * 31 + stream)

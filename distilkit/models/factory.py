@@ -1,0 +1,61 @@
+"""Model factory: ``convnet``-style names and ``timm/<name>`` for the cross-architecture pool.
+
+Names: ``convnet`` (ConvNet-3, width 128, instance norm), ``convnet-d4``, ``convnet-w64``,
+``convnet-d3-w16-bn`` ... (depth ``dN``, width ``wN``, norm ``in``/``bn``/``ln``/``gn``/``nn``,
+pooling ``ap``/``mp``/``np``, in any order), or ``timm/<timm model name>``. timm ResNets get the
+CIFAR-style stem (3x3 stride-1 convolution, no max-pool) so that 28-64 px inputs keep enough
+spatial resolution.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from distilkit.models.convnet import ConvNet
+
+_NORM_CODES = {"in": "instancenorm", "bn": "batchnorm", "ln": "layernorm", "gn": "groupnorm", "nn": "none"}
+_POOL_CODES = {"ap": "avgpooling", "mp": "maxpooling", "np": "none"}
+
+
+class UnknownModelError(ValueError):
+    """Raised for a model name the factory cannot resolve."""
+
+
+def parse_convnet_name(name: str) -> dict:
+    """``convnet-d3-w64-bn`` -> keyword arguments of :class:`ConvNet`."""
+    parts = name.lower().split("-")
+    if parts[0] != "convnet":
+        raise UnknownModelError(f"unknown model {name!r}")
+    kwargs: dict = {}
+    for part in parts[1:]:
+        if part in _NORM_CODES:
+            kwargs["norm"] = _NORM_CODES[part]
+        elif part in _POOL_CODES:
+            kwargs["pooling"] = _POOL_CODES[part]
+        elif part[:1] in ("d", "w") and part[1:].isdigit():
+            kwargs["depth" if part[0] == "d" else "width"] = int(part[1:])
+        else:
+            raise UnknownModelError(f"unknown model {name!r}: cannot read {part!r}")
+    return kwargs
+
+
+def _adapt_timm_stem(model: nn.Module, in_channels: int) -> None:
+    conv1 = getattr(model, "conv1", None)
+    if isinstance(conv1, nn.Conv2d) and conv1.kernel_size == (7, 7):
+        model.conv1 = nn.Conv2d(in_channels, conv1.out_channels, 3, stride=1, padding=1, bias=False)
+        if isinstance(getattr(model, "maxpool", None), nn.Module):
+            model.maxpool = nn.Identity()
+
+
+def create_model(name: str, in_channels: int, num_classes: int, image_size: tuple[int, int]) -> nn.Module:
+    """Build a freshly initialised model by name (uses the global torch RNG for initialisation)."""
+    if name.startswith("timm/"):
+        import timm
+
+        try:
+            model = timm.create_model(name[5:], pretrained=False, num_classes=num_classes, in_chans=in_channels)
+        except RuntimeError as err:  # timm raises RuntimeError for unknown names
+            raise UnknownModelError(f"unknown timm model {name[5:]!r}") from err
+        _adapt_timm_stem(model, in_channels)
+        return model
+    return ConvNet(in_channels, num_classes, tuple(image_size), **parse_convnet_name(name))

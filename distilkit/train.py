@@ -1,0 +1,141 @@
+"""The one training/evaluation loop: train a fresh model on a tensor set, test it on real data.
+
+Used by ``distilkit evaluate`` and by methods and audits that need trained networks. Protocols are
+data (:data:`TRAIN_PRESETS`): ``standard`` (the literature's evaluation), ``paper`` (the study's
+300 full-batch iterations), ``cpu`` (the same shape, sized for two CPU cores), ``smoke`` (tests).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from distilkit.data.dsa import DEFAULT_STRATEGY, DSA
+from distilkit.errors import DistilkitError
+from distilkit.models import create_model
+
+
+@dataclass
+class TrainConfig:
+    """A training protocol. ``iterations`` (if set) wins over ``epochs``; ``batch_size=None`` = full batch."""
+
+    model: str = "convnet"
+    epochs: int = 300
+    iterations: int | None = None
+    batch_size: int | None = 256
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    lr_schedule: str = "step_half"  # "step_half" (x0.1 at half) or "constant"
+    dsa: bool = True
+    dsa_strategy: str = DEFAULT_STRATEGY
+    use_learned_lr: bool = True
+
+    def steps_for(self, n: int) -> int:
+        if self.iterations is not None:
+            return self.iterations
+        batch = n if self.batch_size is None else min(self.batch_size, n)
+        return self.epochs * math.ceil(n / batch)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+TRAIN_PRESETS: dict[str, TrainConfig] = {
+    "standard": TrainConfig(model="convnet", epochs=1000, dsa=True),
+    "paper": TrainConfig(model="convnet", iterations=300, batch_size=None, weight_decay=0.0,
+                         lr_schedule="constant", dsa=False),
+    "cpu": TrainConfig(model="convnet-w32", epochs=300, dsa=True),
+    "smoke": TrainConfig(model="convnet-w8-d2", epochs=4, dsa=True),
+}
+
+
+def train_preset(name: str, **overrides) -> TrainConfig:
+    if name not in TRAIN_PRESETS:
+        raise DistilkitError(f"unknown preset {name!r}; choose from {', '.join(TRAIN_PRESETS)}")
+    return dataclasses.replace(TRAIN_PRESETS[name], **{k: v for k, v in overrides.items() if v is not None})
+
+
+def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy for hard (long) or soft (float [N, K] probabilities) targets."""
+    if targets.dtype == torch.long:
+        return F.cross_entropy(logits, targets)
+    return -(targets * F.log_softmax(logits, dim=1)).sum(1).mean()
+
+
+def train_model(
+    model: nn.Module,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    cfg: TrainConfig,
+    generator: torch.Generator,
+    lr: float | None = None,
+    device: torch.device | str = "cpu",
+) -> nn.Module:
+    """Train ``model`` in place with SGD on (images, targets); batches and DSA come from ``generator``."""
+    n = images.shape[0]
+    steps = cfg.steps_for(n)
+    batch = n if cfg.batch_size is None else min(cfg.batch_size, n)
+    lr = cfg.lr if lr is None else lr
+    model.to(device).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    dsa = DSA(cfg.dsa_strategy) if cfg.dsa else None
+    images, targets = images.to(device), targets.to(device)
+    order = torch.randperm(n, generator=generator)
+    cursor = 0
+    for step in range(steps):
+        if cfg.lr_schedule == "step_half" and step == steps // 2 and steps > 1:
+            for group in optimizer.param_groups:
+                group["lr"] = lr * 0.1
+        if batch == n:
+            x, y = images, targets
+        else:
+            if cursor + batch > n:
+                order, cursor = torch.randperm(n, generator=generator), 0
+            idx = order[cursor : cursor + batch].to(device)
+            cursor += batch
+            x, y = images[idx], targets[idx]
+        if dsa is not None:
+            x = dsa(x, dsa.sample(x.shape[0], generator, one_op=True))
+        loss = soft_cross_entropy(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return model
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000,
+             device: torch.device | str = "cpu") -> float:
+    model.eval()
+    correct = 0
+    for start in range(0, images.shape[0], batch_size):
+        logits = model(images[start : start + batch_size].to(device))
+        correct += (logits.argmax(1).cpu() == labels[start : start + batch_size]).sum().item()
+    return correct / max(1, images.shape[0])
+
+
+def train_and_test(
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    test_images: torch.Tensor,
+    test_labels: torch.Tensor,
+    num_classes: int,
+    cfg: TrainConfig,
+    seed: int,
+    model_name: str | None = None,
+    lr: float | None = None,
+    device: torch.device | str = "cpu",
+) -> float:
+    """One evaluation run: fresh model (init seeded by ``seed``), train, return test accuracy."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = create_model(model_name or cfg.model, images.shape[1], num_classes, tuple(images.shape[2:]))
+    generator = torch.Generator().manual_seed(seed + 7919)
+    train_model(model, images, targets, cfg, generator, lr=lr, device=device)
+    return accuracy(model, test_images, test_labels, device=device)
