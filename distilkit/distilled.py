@@ -7,6 +7,7 @@ Folder layout (loads with plain ``datasets.load_dataset(folder)``, no distilkit 
                                         soft_label (optional): float32 [K]
     preview.png                         a grid of the images (display only, never the data)
     distilkit_recipe.yaml               the resolved configuration that produced the set
+    distilkit_history.json              the method's loss curve (selection: the chosen indices)
     zca.safetensors                     the ZCA matrix, for sets in the ``zca`` pixel space
 
 ``save`` writes everything into a temporary sibling folder and renames it into place.
@@ -14,6 +15,7 @@ Folder layout (loads with plain ``datasets.load_dataset(folder)``, no distilkit 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -30,6 +32,7 @@ from distilkit.errors import DistilkitError
 
 DATA_FILE = "data/train-00000-of-00001.parquet"
 RECIPE_FILE = "distilkit_recipe.yaml"
+HISTORY_FILE = "distilkit_history.json"
 PREVIEW_FILE = "preview.png"
 
 
@@ -50,6 +53,7 @@ class DistilledSet:
     provenance: dict = field(default_factory=dict)
     evaluation: list[dict] = field(default_factory=list)
     card_extra: dict = field(default_factory=dict)
+    history: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.images = self.images.detach().float().contiguous()
@@ -109,12 +113,17 @@ class DistilledSet:
             raise DistilkitError(f"output folder {folder} exists and is not empty; pass --overwrite or choose --out")
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)  # mkdtemp makes 0700; the set is an ordinary folder
         try:
             (tmp / "data").mkdir()
             self.to_dataset().to_parquet(str(tmp / DATA_FILE))
             if self.pixel_space.kind == "zca":
                 self.pixel_space.zca.save(tmp / ZCA_FILE)
             (tmp / RECIPE_FILE).write_text(yaml.safe_dump(self.config, sort_keys=False))
+            if self.history:
+                (tmp / HISTORY_FILE).write_text(json.dumps(self.history))
             save_preview(self, tmp / PREVIEW_FILE)
             (tmp / "README.md").write_text(render_card(self, card_ref or str(folder)), encoding="utf-8")
             _swap_in(tmp, folder)
@@ -154,16 +163,16 @@ class DistilledSet:
             raise DistilkitError(f"{folder}: images have shape {list(images.shape[1:])}, card says {shape}")
         known = {"version", "method", "ipc", "num_images", "num_classes", "image", "pixel_space", "labels",
                  "learned_lr", "source", "config", "provenance", "evaluation"}
+        history_file = folder / HISTORY_FILE
+        history = json.loads(history_file.read_text()) if history_file.is_file() else {}
         return cls(images=images, labels=labels, class_names=names, pixel_space=space, method=meta["method"],
                    ipc=int(meta["ipc"]), soft_labels=soft, learned_lr=meta.get("learned_lr"),
                    config=meta.get("config") or {}, source=meta.get("source") or {},
                    provenance=meta.get("provenance") or {}, evaluation=list(meta.get("evaluation") or []),
-                   card_extra={k: v for k, v in meta.items() if k not in known})
+                   card_extra={k: v for k, v in meta.items() if k not in known}, history=history)
 
 
 def _read_parquet(path: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, list[str]]:
-    import json
-
     import pyarrow.parquet as pq
 
     if not path.is_file():

@@ -65,7 +65,8 @@ def distill(cfg: DistillConfig, accelerator=None, resume: bool = False, overwrit
         provenance={"distilkit_version": distilkit_version(), "seed": cfg.seed, "wall_time_s": round(wall, 2),
                     "hardware": describe_hardware(accelerator), "preset": cfg.preset,
                     "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                    "history": {k: v[-200:] for k, v in output.history.items()}},
+                    "final_loss": output.history["loss"][-1] if output.history.get("loss") else None},
+        history=output.history,
     )
     if accelerator.is_main_process:
         dset.save(out, overwrite=overwrite)

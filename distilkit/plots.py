@@ -35,12 +35,12 @@ def save_preview(dset: DistilledSet, path: Path) -> None:
         lo, hi = flat.min(1).values.view(-1, 1, 1, 1), flat.max(1).values.view(-1, 1, 1, 1)
         unit = (unit - lo) / (hi - lo).clamp(min=1e-8)
     unit = unit.clamp(0, 1)
-    for r, (c, idx) in enumerate(zip(classes, rows)):
+    for r, (c, idx) in enumerate(zip(classes, rows, strict=True)):
         for k in range(cols):
             ax = axes[r][k]
             ax.axis("off")
             if k < len(idx):
-                img = unit[idx[k]].permute(1, 2, 0)
+                img = unit[idx[k]].permute(1, 2, 0).numpy()
                 ax.imshow(img.squeeze(2) if img.shape[2] == 1 else img, cmap="gray" if img.shape[2] == 1 else None,
                           vmin=0, vmax=1)
         axes[r][0].text(-0.1, 0.5, dset.class_names[c][:14], transform=axes[r][0].transAxes, ha="right",

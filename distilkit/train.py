@@ -51,7 +51,7 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
     "paper": TrainConfig(model="convnet", iterations=300, batch_size=None, weight_decay=0.0,
                          lr_schedule="constant", dsa=False),
     "cpu": TrainConfig(model="convnet-w32", epochs=300, dsa=True),
-    "smoke": TrainConfig(model="convnet-w8-d2", epochs=4, dsa=True),
+    "smoke": TrainConfig(model="convnet-w8-d2", epochs=20, dsa=True),
 }
 
 

@@ -12,18 +12,17 @@ and writes a Hugging Face Hub-layout folder (``data/*.parquet`` + ``README.md``)
 from __future__ import annotations
 
 import argparse
-import gzip
 import shutil
-import struct
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from distilkit.data.idx import FASHION_MNIST_CLASSES as CLASS_NAMES
+from distilkit.data.idx import read_idx
+
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 OUT_DIR = Path(__file__).resolve().parents[1] / "distilkit" / "data" / "embedded" / "fashion_mnist"
-CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-               "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 
 CARD = """---
 license: mit
@@ -54,15 +53,6 @@ Fashion-MNIST is Copyright (c) 2017 Zalando SE, released under the MIT License.
 Xiao, Rasul and Vollgraf, "Fashion-MNIST: a Novel Image Dataset for Benchmarking Machine
 Learning Algorithms", arXiv:1708.07747, 2017. https://github.com/zalandoresearch/fashion-mnist
 """
-
-
-def read_idx(path: Path) -> np.ndarray:
-    """Read an IDX file (gzip): magic (3 bytes + ndim byte), big-endian uint32 sizes, uint8 data."""
-    with gzip.open(path, "rb") as f:
-        raw = f.read()
-    ndim = raw[3]
-    shape = struct.unpack(">" + "I" * ndim, raw[4 : 4 + 4 * ndim])
-    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
 def balanced_subset(labels: np.ndarray, per_class: int, rng: np.random.Generator) -> np.ndarray:

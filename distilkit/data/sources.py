@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from distilkit.data.idx import find_idx_file, idx_class_names, is_idx_folder, read_idx
 from distilkit.data.pixel_space import PixelSpace
 from distilkit.data.real import RealData
 from distilkit.data.zca import ZCA
@@ -131,8 +132,8 @@ def detect_columns(features, image_column: str | None, label_column: str | None)
                  and features[n].dtype.startswith(("int", "uint", "string"))]
         label_column = (typed or named or [None])[0]
     if image_column is None or label_column is None:
-        missing = "an image column" if image_column is None else "a label column"
-        raise DistilkitError(f"the dataset has no {missing} (columns: {', '.join(names)}); "
+        missing = "image" if image_column is None else "label"
+        raise DistilkitError(f"the dataset has no {missing} column (columns: {', '.join(names)}); "
                              "name it with --image-column/--label-column")
     return image_column, label_column
 
@@ -198,9 +199,24 @@ def _carve_holdout(labels: torch.Tensor, fraction: float, seed: int) -> tuple[to
     return (~held).nonzero().squeeze(1), held.nonzero().squeeze(1)
 
 
-def load_real(cfg: SourceConfig, pixel_space: str = "normalized", seed: int = 0,
-              zca_eps: float = 0.1) -> RealData:
-    """Load, decode (once, cached) and describe the real data of ``cfg``."""
+def _idx_source(cfg: SourceConfig, folder: Path) -> tuple[dict, list[str], dict, str | None]:
+    tensors = {}
+    for split, name in ((cfg.split, "train"), (cfg.test_split or "test", "test")):
+        images_file, labels_file = find_idx_file(folder, split, "images"), find_idx_file(folder, split, "labels")
+        if images_file is None or labels_file is None:
+            if name == "train" or cfg.test_split is not None:
+                raise DistilkitError(f"IDX folder {folder} has no {split!r} images/labels files")
+            continue
+        tensors[f"{name}_images"] = torch.from_numpy(read_idx(images_file).copy()).unsqueeze(1)
+        tensors[f"{name}_labels"] = torch.from_numpy(read_idx(labels_file).astype(np.int64))
+    names = idx_class_names(folder, int(tensors["train_labels"].max()) + 1)
+    info = {"id": str(folder), "license": None}
+    if names[0] == "T-shirt/top":
+        info.update(hub_id="zalando-datasets/fashion_mnist", license="mit", pretty_name="Fashion-MNIST")
+    return tensors, names, info, "test" if "test_images" in tensors else None
+
+
+def _hf_source(cfg: SourceConfig) -> tuple[dict, list[str], dict, str | None]:
     dsd, info = _load_dataset_dict(cfg)
     if cfg.split not in dsd:
         raise DistilkitError(f"split {cfg.split!r} not in source {cfg.source!r} (splits: {', '.join(dsd)})")
@@ -209,6 +225,7 @@ def load_real(cfg: SourceConfig, pixel_space: str = "normalized", seed: int = 0,
     test_name = cfg.test_split or next((s for s in ("test", "validation", "valid", "val") if s in dsd), None)
     if cfg.test_split is not None and cfg.test_split not in dsd:
         raise DistilkitError(f"test split {cfg.test_split!r} not in source (splits: {', '.join(dsd)})")
+    info.update(image_column=image_col, label_column=label_col)
 
     key = hashlib.sha256(json.dumps([train._fingerprint, dsd[test_name]._fingerprint if test_name else None,
                                      image_col, label_col, cfg.image_size], sort_keys=True).encode())
@@ -216,34 +233,42 @@ def load_real(cfg: SourceConfig, pixel_space: str = "normalized", seed: int = 0,
     if cache_file.is_file():
         tensors = load_file(str(cache_file))
         meta = json.loads(tensors.pop("_meta").numpy().tobytes().decode())
-    else:
-        train_images, mode, size = _decode_images(train, image_col, None, cfg.image_size)
-        train_labels, names = _labels(train, label_col)
-        tensors = {"train_images": train_images}
+        return tensors, meta["class_names"], info, test_name
+    train_images, mode, size = _decode_images(train, image_col, None, cfg.image_size)
+    train_labels, names = _labels(train, label_col)
+    tensors = {"train_images": train_images}
+    if test_name is not None:
+        tensors["test_images"], _, _ = _decode_images(dsd[test_name], image_col, mode if mode != "array"
+                                                      else None, size if mode != "array" else None)
+        test_labels, _ = _labels(dsd[test_name], label_col)
+    if train_labels is None:  # plain values: map sorted distinct values to 0..K-1
+        lookup = {name: i for i, name in enumerate(names)}
+        train_labels = torch.tensor([lookup[str(v)] for v in train[label_col]])
         if test_name is not None:
-            tensors["test_images"], _, _ = _decode_images(dsd[test_name], image_col, mode if mode != "array"
-                                                          else None, size if mode != "array" else None)
-            test_labels, _ = _labels(dsd[test_name], label_col)
-        if train_labels is None:  # plain values: map sorted distinct values to 0..K-1
-            lookup = {name: i for i, name in enumerate(names)}
-            train_labels = torch.tensor([lookup[str(v)] for v in train[label_col]])
-            if test_name is not None:
-                unknown = {str(v) for v in dsd[test_name][label_col]} - set(lookup)
-                if unknown:
-                    raise DistilkitError(f"test split has labels not in train: {sorted(unknown)[:5]}")
-                test_labels = torch.tensor([lookup[str(v)] for v in dsd[test_name][label_col]])
-        tensors["train_labels"] = train_labels
-        if test_name is not None:
-            tensors["test_labels"] = test_labels
-        meta = {"class_names": names}
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(f".tmp{os.getpid()}")
-        blob = torch.frombuffer(bytearray(json.dumps(meta).encode()), dtype=torch.uint8)
-        save_file({**{k: v.contiguous() for k, v in tensors.items()}, "_meta": blob}, str(tmp))
-        os.replace(tmp, cache_file)
+            unknown = {str(v) for v in dsd[test_name][label_col]} - set(lookup)
+            if unknown:
+                raise DistilkitError(f"test split has labels not in train: {sorted(unknown)[:5]}")
+            test_labels = torch.tensor([lookup[str(v)] for v in dsd[test_name][label_col]])
+    tensors["train_labels"] = train_labels
+    if test_name is not None:
+        tensors["test_labels"] = test_labels
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache_file.with_suffix(f".tmp{os.getpid()}")
+    blob = torch.frombuffer(bytearray(json.dumps({"class_names": names}).encode()), dtype=torch.uint8)
+    save_file({**{k: v.contiguous() for k, v in tensors.items()}, "_meta": blob}, str(tmp))
+    os.replace(tmp, cache_file)
+    return tensors, names, info, test_name
 
+
+def load_real(cfg: SourceConfig, pixel_space: str = "normalized", seed: int = 0,
+              zca_eps: float = 0.1) -> RealData:
+    """Load, decode (once, cached) and describe the real data of ``cfg``."""
+    folder = Path(cfg.source).expanduser()
+    if cfg.source != EMBEDDED and is_idx_folder(folder):
+        tensors, class_names, info, test_name = _idx_source(cfg, folder)
+    else:
+        tensors, class_names, info, test_name = _hf_source(cfg)
     train_images, train_labels = tensors["train_images"], tensors["train_labels"].long()
-    class_names = meta["class_names"]
     if train_images.shape[0] == 0:
         raise DistilkitError(f"split {cfg.split!r} of {cfg.source!r} is empty")
     if test_name is not None:
@@ -265,7 +290,7 @@ def load_real(cfg: SourceConfig, pixel_space: str = "normalized", seed: int = 0,
         zca = ZCA.fit(norm, eps=zca_eps)
     del unit
     info = {**info, **{k: v for k, v in asdict(cfg).items() if k in ("subset", "split", "revision")},
-            "image_column": image_col, "label_column": label_col, "test": test_desc,
+            "test": test_desc,
             "num_train": int(train_images.shape[0]), "num_test": int(test_images.shape[0])}
     return RealData(train_images=train_images, train_labels=train_labels, test_images=test_images,
                     test_labels=test_labels, class_names=class_names,

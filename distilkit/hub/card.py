@@ -64,7 +64,7 @@ def render_card(dset: DistilledSet, repo_ref: str) -> str:
     spec = get_method(dset.method)
     source = dset.source
     c, h, w = (int(s) for s in dset.images.shape[1:])
-    depth_hw = (max(h, 32) // 4 if h == 28 else h // 4) * (max(w, 32) // 4 if w == 28 else w // 4)
+    feat_hw = (h // 4) * (w // 4)  # the snippet's two stride-2 poolings
     hub_ids = [source["hub_id"]] if source.get("hub_id") else []
     data = DatasetCardData(
         license=source.get("license") or "other",
@@ -94,7 +94,7 @@ def render_card(dset: DistilledSet, repo_ref: str) -> str:
         else "hard (`label`, ClassLabel)", learned_lr=dset.learned_lr, repo_ref=repo_ref,
         target_column="soft_label" if dset.soft_labels is not None else "label",
         target_desc="float32 probabilities" if dset.soft_labels is not None else "int64 class ids",
-        channels=c, feat_hw=depth_hw, train_lr=dset.learned_lr or 0.01,
+        channels=c, feat_hw=feat_hw, train_lr=dset.learned_lr or 0.01,
         evaluation_section=evaluation_markdown(dset.evaluation),
         test_desc=f"split `{test.get('split')}`" + (" (a seeded, stratified hold-out carved from train)"
                                                    if test.get("carved") else ""),
