@@ -25,8 +25,8 @@ from distilkit.models import create_model
     family="distribution-matching",
     summary="match class means of random-ConvNet embeddings (Zhao & Bilen 2023)",
     defaults={"iterations": 20000, "lr_images": 1.0, "momentum": 0.5, "batch_real": 256, "model": "convnet",
-              "dsa": True, "dsa_strategy": DEFAULT_STRATEGY, "init": "real", "checkpoint_every": 500,
-              "log_every": 10},
+              "dsa": True, "dsa_strategy": DEFAULT_STRATEGY, "init": "real", "real_chunk": 0,
+              "channels_last": False, "checkpoint_every": 500, "log_every": 10},
     presets={
         "cpu": {"iterations": 400, "batch_real": 64, "model": "convnet-w32", "checkpoint_every": 100},
         "smoke": {"iterations": 6, "batch_real": 8, "model": "convnet-w8-d2", "checkpoint_every": 2,
@@ -54,7 +54,6 @@ def distill_dm(real: RealData, ipc: int, cfg: dict, ctx: RunContext) -> MethodOu
     # Each rank embeds its share of every class's real batch; class sums are all-reduced.
     per_rank = -(-cfg["batch_real"] // acc.num_processes)
     rank_slice = slice(acc.process_index * per_rank, (acc.process_index + 1) * per_rank)
-    real_groups = None
     bar = tqdm(range(start, cfg["iterations"]), desc="dm", disable=not ctx.show_progress,
                initial=start, total=cfg["iterations"])
     for it in bar:
@@ -65,23 +64,11 @@ def distill_dm(real: RealData, ipc: int, cfg: dict, ctx: RunContext) -> MethodOu
             torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
             net = create_model(cfg["model"], images.shape[1], num_classes, tuple(images.shape[2:]))
         net.to(device).requires_grad_(False)
+        net.channels_last_convs = bool(cfg["channels_last"]) and hasattr(net, "channels_last_convs")
         indices = real.sample_per_class(cfg["batch_real"], generator)[:, rank_slice]
         params = dsa.sample(num_classes, generator) if dsa is not None else None
-        local = indices.shape[1]
-        if real_groups is None or real_groups.numel() != num_classes * local:
-            real_groups = torch.arange(num_classes).repeat_interleave(local)
-
-        with torch.no_grad():
-            x_real = real.batch(indices.reshape(-1)).to(device)
-            if dsa is not None:
-                x_real = dsa(x_real, params, real_groups)
-            real_sum = net.embed(x_real).reshape(num_classes, local, -1).sum(1)
-            real_mean = acc.reduce(real_sum, "sum") / cfg["batch_real"] if acc.num_processes > 1 \
-                else real_sum / local
-
-        x_syn = dsa(images, params, syn_labels) if dsa is not None else images
-        syn_mean = net.embed(x_syn).reshape(num_classes, ipc, -1).mean(1)
-        loss = ((real_mean - syn_mean) ** 2).sum()
+        loss = matching_loss(net, real, indices, images, syn_labels, dsa, params, acc, cfg["batch_real"],
+                             cfg["real_chunk"])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -90,6 +77,31 @@ def distill_dm(real: RealData, ipc: int, cfg: dict, ctx: RunContext) -> MethodOu
             history["loss"].append(loss.item())
             bar.set_postfix(loss=f"{history['loss'][-1]:.3f}")
     return MethodOutput(images=images.detach().cpu(), labels=syn_labels, history=history)
+
+
+def matching_loss(net: torch.nn.Module, real: RealData, indices: torch.Tensor, images: torch.Tensor,
+                  syn_labels: torch.Tensor, dsa: DSA | None, params, acc, batch_real: int,
+                  real_chunk: int = 0) -> torch.Tensor:
+    """DM loss for one network: ``indices`` [K, b] is this rank's share of the real batch.
+
+    Real and synthetic images of class c share DSA parameter set c. The real side runs without
+    autograd (in chunks of ``real_chunk`` images if > 0, which is faster on CPUs whose caches a
+    whole batch overflows); its per-class embedding sums are all-reduced across processes.
+    """
+    num_classes, local = indices.shape
+    ipc = images.shape[0] // num_classes
+    device = images.device
+    with torch.no_grad():
+        x_real = real.batch(indices.reshape(-1)).to(device)
+        if dsa is not None:
+            x_real = dsa(x_real, params, torch.arange(num_classes).repeat_interleave(local))
+        chunk = real_chunk if real_chunk > 0 else x_real.shape[0]
+        embedded = torch.cat([net.embed(part) for part in x_real.split(chunk)])
+        real_sum = embedded.reshape(num_classes, local, -1).sum(1)
+        real_mean = acc.reduce(real_sum, "sum") / batch_real if acc.num_processes > 1 else real_sum / local
+    x_syn = dsa(images, params, syn_labels) if dsa is not None else images
+    syn_mean = net.embed(x_syn).reshape(num_classes, ipc, -1).mean(1)
+    return ((real_mean - syn_mean) ** 2).sum()
 
 
 def _save(ctx: RunContext, images: torch.Tensor, optimizer: torch.optim.Optimizer, step: int,

@@ -1,0 +1,29 @@
+"""The scripts in examples/ run (on the embedded data, with tiny settings)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def test_bench_dm_runs_on_tiny_settings(tmp_path):
+    out = tmp_path / "dm.json"
+    cmd = [sys.executable, str(EXAMPLES / "bench_dm.py"), "--source", "embedded", "--ipcs", "1", "--iterations", "1",
+           "--warmup", "0", "--batch-real", "8", "--model", "convnet-w8-d2", "--out", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert {r["variant"] for r in rows} == {"naive", "distilkit"}
+    assert all(r["s_per_iteration"] > 0 and r["peak_rss_mb"] > 0 for r in rows)
+
+
+def test_distill_and_evaluate_example(tmp_path):
+    cmd = [sys.executable, str(EXAMPLES / "distill_and_evaluate.py"), "--preset", "smoke", "--ipc", "1",
+           "--runs", "1", "--out", str(tmp_path / "ex")]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "float32 images in the normalized pixel space" in done.stdout
