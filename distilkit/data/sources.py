@@ -86,7 +86,7 @@ def _load_dataset_dict(cfg: SourceConfig):
         if cfg.source.startswith((".", "/", "~")) or os.sep in cfg.source and not _looks_like_hub_id(cfg.source):
             raise DistilkitError(f"source {cfg.source!r} does not exist")
         ds = datasets.load_dataset(cfg.source, name=cfg.subset, revision=cfg.revision)
-        return ds, {"id": cfg.source, "hub_id": cfg.source, "license": _hub_license(cfg.source, cfg.revision)}
+        return ds, {"id": cfg.source, "hub_id": cfg.source, "license": _hub_license(cfg.source)}
     except DistilkitError:
         raise
     except FileNotFoundError as err:
@@ -105,7 +105,7 @@ def _first_line(err: BaseException) -> str:
     return text[0] if text else type(err).__name__
 
 
-def _hub_license(repo_id: str, revision: str | None) -> str | None:
+def _hub_license(repo_id: str) -> str | None:
     try:
         from huggingface_hub import DatasetCard
 
