@@ -76,21 +76,30 @@ def train_model(
     generator: torch.Generator,
     lr: float | None = None,
     device: torch.device | str = "cpu",
+    optimizer: str = "sgd",
 ) -> nn.Module:
-    """Train ``model`` in place with SGD on (images, targets); batches and DSA come from ``generator``."""
+    """Train ``model`` in place on (images, targets); batches and DSA come from ``generator``.
+
+    ``optimizer``: "sgd" (momentum and weight decay from ``cfg``) or "adam" (weight decay from ``cfg``).
+    """
     n = images.shape[0]
     steps = cfg.steps_for(n)
     batch = n if cfg.batch_size is None else min(cfg.batch_size, n)
     lr = cfg.lr if lr is None else lr
     model.to(device).train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if optimizer == "adam":
+        opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=cfg.weight_decay)
+    elif optimizer == "sgd":
+        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    else:
+        raise ValueError(f"unknown optimizer {optimizer!r}")
     dsa = DSA(cfg.dsa_strategy) if cfg.dsa else None
     images, targets = images.to(device), targets.to(device)
     order = torch.randperm(n, generator=generator)
     cursor = 0
     for step in range(steps):
         if cfg.lr_schedule == "step_half" and step == steps // 2 and steps > 1:
-            for group in optimizer.param_groups:
+            for group in opt.param_groups:
                 group["lr"] = lr * 0.1
         if batch == n:
             x, y = images, targets
@@ -103,9 +112,9 @@ def train_model(
         if dsa is not None:
             x = dsa(x, dsa.sample(x.shape[0], generator, one_op=True))
         loss = soft_cross_entropy(model(x), y)
-        optimizer.zero_grad(set_to_none=True)
+        opt.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
+        opt.step()
     return model
 
 
@@ -131,11 +140,12 @@ def train_and_test(
     model_name: str | None = None,
     lr: float | None = None,
     device: torch.device | str = "cpu",
+    optimizer: str = "sgd",
 ) -> float:
     """One evaluation run: fresh model (init seeded by ``seed``), train, return test accuracy."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = create_model(model_name or cfg.model, images.shape[1], num_classes, tuple(images.shape[2:]))
     generator = torch.Generator().manual_seed(seed + 7919)
-    train_model(model, images, targets, cfg, generator, lr=lr, device=device)
+    train_model(model, images, targets, cfg, generator, lr=lr, device=device, optimizer=optimizer)
     return accuracy(model, test_images, test_labels, device=device)

@@ -8,13 +8,14 @@ peak-memory figure is its own.
 
     apt-get install -y dataset-fashion-mnist
     python examples/bench_dm.py                           # IPC 1, 10, 50; batch_real 256; ConvNet-3 w128
-    python examples/bench_dm.py --ipcs 10 --iterations 5 --real-chunk 0 --channels-last 0
+    python examples/bench_dm.py --ipcs 10 --iterations 5 --real-chunk 0 --channels-last 1 --naive-tuned 1
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -42,12 +43,14 @@ def naive_loss(net, real, images, ipc, dsa, generator, batch_real):
 def worker(args) -> dict:
     from distilkit.data.dsa import DSA
     from distilkit.data.sources import SourceConfig, load_real
-    from distilkit.methods.dm import matching_loss
+    from distilkit.methods.dm import matching_step
     from distilkit.methods.synthetic import initial_images
     from distilkit.models import create_model
     from distilkit.runtime import make_accelerator
 
     torch.set_num_threads(args.threads)
+    if args.variant == "naive" and not args.naive_tuned:
+        os.environ["DISTILKIT_TUNE_MALLOC"] = "0"  # the yardstick runs with the allocator's defaults
     acc = make_accelerator()
     real = load_real(SourceConfig(source=args.source))
     ipc, dsa = args.ipc, DSA()
@@ -63,15 +66,16 @@ def worker(args) -> dict:
         net = create_model(args.model, images.shape[1], real.num_classes, tuple(images.shape[2:]))
         net.requires_grad_(False)
         if args.variant == "distilkit":
-            net.channels_last_convs = args.channels_last
+            net.channels_last_convs = bool(args.channels_last)
             indices = real.sample_per_class(args.batch_real, generator)
             params = dsa.sample(real.num_classes, generator)
-            loss = matching_loss(net, real, indices, images, syn_labels, dsa, params, acc, args.batch_real,
-                                 args.real_chunk)
+            optimizer.zero_grad()
+            matching_step(net, real, indices, images, syn_labels, dsa, params, acc, args.batch_real,
+                          args.real_chunk, args.syn_chunk)
         else:
             loss = naive_loss(net, real, images, ipc, dsa, generator, args.batch_real)
-        optimizer.zero_grad()
-        loss.backward()
+            optimizer.zero_grad()
+            loss.backward()
         optimizer.step()
         if it >= args.warmup:
             times.append(time.perf_counter() - start)
@@ -90,8 +94,10 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--batch-real", type=int, default=256)
     parser.add_argument("--model", default="convnet")
-    parser.add_argument("--real-chunk", type=int, default=256, help="distilkit: real images per forward (0 = all)")
-    parser.add_argument("--channels-last", type=int, default=1, help="distilkit: channels-last convolutions")
+    parser.add_argument("--real-chunk", default="auto", help="distilkit: real images per forward (0 = all)")
+    parser.add_argument("--syn-chunk", default="auto", help="distilkit: synthetic images per pass (0 = all)")
+    parser.add_argument("--naive-tuned", type=int, default=0, help="give the per-class loop the tuned allocator too")
+    parser.add_argument("--channels-last", type=int, default=0, help="distilkit: channels-last convolutions")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--out", default="bench/dm.json")
     parser.add_argument("--variant", choices=["distilkit", "naive"], help=argparse.SUPPRESS)
@@ -105,8 +111,8 @@ def main() -> None:
     for ipc in [int(x) for x in args.ipcs.split(",")]:
         for variant in ("naive", "distilkit"):
             cmd = [sys.executable, __file__, "--variant", variant, "--ipc", str(ipc)]
-            for flag in ("source", "iterations", "warmup", "batch_real", "model", "real_chunk", "channels_last",
-                         "threads"):
+            for flag in ("source", "iterations", "warmup", "batch_real", "model", "real_chunk", "syn_chunk",
+                         "channels_last", "naive_tuned", "threads"):
                 cmd += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
             done = subprocess.run(cmd, capture_output=True, text=True, check=True)
             rows.append(json.loads(done.stdout.strip().splitlines()[-1]))

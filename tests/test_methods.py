@@ -82,3 +82,27 @@ def test_dm_resume_is_bit_identical(embedded_real, accelerator, tmp_path):
     with pytest.raises(DistilkitError, match="different configuration"):
         run_method("dm", embedded_real, accelerator, iterations=7, resume=True,
                    checkpointer=Checkpointer(tmp_path / "ckpt", "other", every=2))
+
+
+def test_dm_chunked_step_equals_one_pass(embedded_real, accelerator):
+    from distilkit.data.dsa import DSA
+    from distilkit.methods.dm import matching_step
+    from distilkit.models import create_model
+
+    torch.manual_seed(0)
+    net = create_model("convnet-w8-d2", 1, 10, (28, 28)).requires_grad_(False)
+    gen = torch.Generator().manual_seed(0)
+    indices = embedded_real.sample_per_class(6, gen)
+    dsa = DSA()
+    params = dsa.sample(10, gen)
+    labels = torch.arange(10).repeat_interleave(3)
+    grads, losses = [], []
+    for real_chunk, syn_chunk in ((0, 0), (7, 4), (32, 64)):
+        images = embedded_real.batch(embedded_real.sample_per_class(3, torch.Generator().manual_seed(1)).reshape(-1))
+        images.requires_grad_(True)
+        losses.append(matching_step(net, embedded_real, indices, images, labels, dsa, params, accelerator, 6,
+                                    real_chunk, syn_chunk))
+        grads.append(images.grad)
+    for loss, grad in zip(losses[1:], grads[1:], strict=True):
+        assert loss == pytest.approx(losses[0], rel=1e-5)
+        torch.testing.assert_close(grad, grads[0], rtol=1e-4, atol=1e-6)

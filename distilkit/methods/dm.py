@@ -5,7 +5,8 @@ real batch and the synthetic images with the same DSA transformation per class, 
 synthetic images so that their class means of the embedding match the real ones:
 ``loss = sum_c || mean embed(real_c) - mean embed(syn_c) ||^2``. All classes go through one batched
 forward; the real side runs without autograd and its class sums are all-reduced across processes,
-so every rank computes the same loss on the same synthetic images.
+so every rank computes the same loss on the same synthetic images. On CPU both sides run in small
+chunks (see :func:`matching_step`); examples/bench_dm.py measures the effect.
 """
 
 from __future__ import annotations
@@ -19,13 +20,15 @@ from distilkit.methods.registry import MethodOutput, RunContext, register_method
 from distilkit.methods.synthetic import initial_images
 from distilkit.models import create_model
 
+CPU_REAL_CHUNK, CPU_SYN_CHUNK = 32, 64
+
 
 @register_method(
     "dm",
     family="distribution-matching",
     summary="match class means of random-ConvNet embeddings (Zhao & Bilen 2023)",
     defaults={"iterations": 20000, "lr_images": 1.0, "momentum": 0.5, "batch_real": 256, "model": "convnet",
-              "dsa": True, "dsa_strategy": DEFAULT_STRATEGY, "init": "real", "real_chunk": 0,
+              "dsa": True, "dsa_strategy": DEFAULT_STRATEGY, "init": "real", "real_chunk": "auto", "syn_chunk": "auto",
               "channels_last": False, "checkpoint_every": 500, "log_every": 10},
     presets={
         "cpu": {"iterations": 400, "batch_real": 64, "model": "convnet-w32", "checkpoint_every": 100},
@@ -67,26 +70,34 @@ def distill_dm(real: RealData, ipc: int, cfg: dict, ctx: RunContext) -> MethodOu
         net.channels_last_convs = bool(cfg["channels_last"]) and hasattr(net, "channels_last_convs")
         indices = real.sample_per_class(cfg["batch_real"], generator)[:, rank_slice]
         params = dsa.sample(num_classes, generator) if dsa is not None else None
-        loss = matching_loss(net, real, indices, images, syn_labels, dsa, params, acc, cfg["batch_real"],
-                             cfg["real_chunk"])
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss = matching_step(net, real, indices, images, syn_labels, dsa, params, acc, cfg["batch_real"],
+                             cfg["real_chunk"], cfg["syn_chunk"])
         optimizer.step()
         if it % cfg["log_every"] == 0 or it == cfg["iterations"] - 1:
             history["iteration"].append(it)
-            history["loss"].append(loss.item())
+            history["loss"].append(loss)
             bar.set_postfix(loss=f"{history['loss'][-1]:.3f}")
     return MethodOutput(images=images.detach().cpu(), labels=syn_labels, history=history)
 
 
-def matching_loss(net: torch.nn.Module, real: RealData, indices: torch.Tensor, images: torch.Tensor,
-                  syn_labels: torch.Tensor, dsa: DSA | None, params, acc, batch_real: int,
-                  real_chunk: int = 0) -> torch.Tensor:
-    """DM loss for one network: ``indices`` [K, b] is this rank's share of the real batch.
+def _chunk_size(setting: int | str, device: torch.device, cpu_default: int, total: int) -> int:
+    if setting == "auto":
+        setting = 0 if device.type == "cuda" else cpu_default
+    return int(setting) if int(setting) > 0 else total
 
-    Real and synthetic images of class c share DSA parameter set c. The real side runs without
-    autograd (in chunks of ``real_chunk`` images if > 0, which is faster on CPUs whose caches a
-    whole batch overflows); its per-class embedding sums are all-reduced across processes.
+
+def matching_step(net: torch.nn.Module, real: RealData, indices: torch.Tensor, images: torch.Tensor,
+                  syn_labels: torch.Tensor, dsa: DSA | None, params, acc, batch_real: int,
+                  real_chunk: int | str = "auto", syn_chunk: int | str = "auto") -> float:
+    """One DM loss evaluation for one network; accumulates d loss / d images into ``images.grad``.
+
+    ``indices`` [K, b] is this rank's share of the real batch. Real and synthetic images of class
+    c share DSA parameter set c. The real side runs without autograd; its per-class embedding sums
+    are all-reduced across processes. Both sides run in chunks ("auto": 32 real images / 64
+    synthetic images per pass on CPU, where small buffers are reused by the allocator; one pass on
+    GPUs). Synthetic chunks hold whole classes and backpropagate separately, which is exact because
+    the loss is a sum over classes.
     """
     num_classes, local = indices.shape
     ipc = images.shape[0] // num_classes
@@ -95,13 +106,21 @@ def matching_loss(net: torch.nn.Module, real: RealData, indices: torch.Tensor, i
         x_real = real.batch(indices.reshape(-1)).to(device)
         if dsa is not None:
             x_real = dsa(x_real, params, torch.arange(num_classes).repeat_interleave(local))
-        chunk = real_chunk if real_chunk > 0 else x_real.shape[0]
+        chunk = _chunk_size(real_chunk, device, CPU_REAL_CHUNK, x_real.shape[0])
         embedded = torch.cat([net.embed(part) for part in x_real.split(chunk)])
         real_sum = embedded.reshape(num_classes, local, -1).sum(1)
         real_mean = acc.reduce(real_sum, "sum") / batch_real if acc.num_processes > 1 else real_sum / local
-    x_syn = dsa(images, params, syn_labels) if dsa is not None else images
-    syn_mean = net.embed(x_syn).reshape(num_classes, ipc, -1).mean(1)
-    return ((real_mean - syn_mean) ** 2).sum()
+    classes_per_pass = max(1, _chunk_size(syn_chunk, device, CPU_SYN_CHUNK, images.shape[0]) // ipc)
+    total = 0.0
+    for first in range(0, num_classes, classes_per_pass):
+        classes = slice(first, min(num_classes, first + classes_per_pass))
+        rows = slice(classes.start * ipc, classes.stop * ipc)
+        x_syn = dsa(images[rows], params, syn_labels[rows]) if dsa is not None else images[rows]
+        syn_mean = net.embed(x_syn).reshape(-1, ipc, real_mean.shape[1]).mean(1)
+        loss = ((real_mean[classes] - syn_mean) ** 2).sum()
+        loss.backward()
+        total += loss.item()
+    return total
 
 
 def _save(ctx: RunContext, images: torch.Tensor, optimizer: torch.optim.Optimizer, step: int,

@@ -1,0 +1,91 @@
+"""Real-data models for audits, trained once per (source, model, protocol, seed) and cached.
+
+Files: ``<cache>/models/<key>.safetensors`` (the state dict) with the model name, protocol and real
+test accuracy in the safetensors metadata. ``key`` hashes the source description, a content hash
+of the train split, the pixel space, the model name, the protocol and the seed, so a cached model
+is reused by every audit and run that asks for the same thing and never by one that does not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from distilkit.data.real import RealData
+from distilkit.data.sources import cache_dir
+from distilkit.models import create_model
+from distilkit.train import TrainConfig, accuracy, train_model
+
+
+def penultimate(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Features before the classifier: ``embed`` for ConvNets, timm's pre-logits otherwise."""
+    if hasattr(model, "embed"):
+        return model.embed(x)
+    return model.forward_head(model.forward_features(x), pre_logits=True).flatten(1)
+
+
+def real_fingerprint(real: RealData) -> str:
+    digest = hashlib.sha256()
+    digest.update(json.dumps({k: real.info.get(k) for k in ("id", "subset", "split", "revision", "test")},
+                             sort_keys=True, default=str).encode())
+    digest.update(real.train_images.numpy().tobytes())
+    digest.update(real.train_labels.numpy().tobytes())
+    space = real.pixel_space
+    digest.update(json.dumps([space.kind, space.mean, space.std]).encode())
+    if space.zca is not None:
+        digest.update(space.zca.matrix.numpy().tobytes())
+    return digest.hexdigest()
+
+
+@dataclass
+class RealModelCache:
+    """Train-or-load real-data models; counts hits and misses (reported in audit/report.json)."""
+
+    root: Path = field(default_factory=lambda: cache_dir() / "models")
+    hits: int = 0
+    misses: int = 0
+    _fingerprints: dict = field(default_factory=dict)
+
+    def get(self, real: RealData, model_name: str, protocol: TrainConfig, seed: int,
+            device: torch.device | str = "cpu") -> tuple[nn.Module, float]:
+        """A model trained on the whole real train split, and its real test accuracy."""
+        fp = self._fingerprints.setdefault(id(real), real_fingerprint(real))
+        key = hashlib.sha256(json.dumps({"real": fp, "model": model_name, "protocol": protocol.to_dict(),
+                                         "seed": seed}, sort_keys=True).encode()).hexdigest()[:32]
+        path = self.root / f"{key}.safetensors"
+        c, h, w = real.image_shape
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = create_model(model_name, c, real.num_classes, (h, w))
+        if path.is_file():
+            self.hits += 1
+            model.load_state_dict(load_file(str(path)))
+            meta = json.loads(_metadata(path)["distilkit"])
+            return model.to(device).eval(), float(meta["test_accuracy"])
+        self.misses += 1
+        images = real.batch(torch.arange(real.train_images.shape[0]))
+        train_model(model, images, real.train_labels, protocol, torch.Generator().manual_seed(seed), device=device)
+        test_images, test_labels = real.test_set()
+        test_acc = accuracy(model, test_images, test_labels, device=device)
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        meta = {"model": model_name, "protocol": protocol.to_dict(), "seed": seed, "test_accuracy": test_acc,
+                "source": real.info.get("id")}
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp),
+                  metadata={"distilkit": json.dumps(meta)})
+        os.replace(tmp, path)
+        return model.eval(), test_acc
+
+
+def _metadata(path: Path) -> dict:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return f.metadata() or {}

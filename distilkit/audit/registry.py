@@ -1,0 +1,110 @@
+"""The audit registry (cleanlab Datalab's issue-manager pattern): one check per module, one contract.
+
+An audit is ``run(dset, real, cfg, ctx) -> AuditResult`` registered with ``@register_audit`` with
+its question (1, 2 or 3 of "What is Dataset Distillation Learning?"), a one-line summary and its
+defaults as data (base values plus per-preset overrides: smoke | cpu | paper).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from distilkit.errors import DistilkitError
+
+AUDIT_PRESETS = ("smoke", "cpu", "paper")
+
+
+@dataclass
+class Table:
+    title: str
+    columns: list[str]
+    rows: list[list[Any]]
+
+    def to_markdown(self) -> str:
+        def cell(value: Any) -> str:
+            return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+        lines = [f"**{self.title}**", "", "| " + " | ".join(self.columns) + " |",
+                 "|" + "---|" * len(self.columns)]
+        lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in self.rows]
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        return {"title": self.title, "columns": self.columns, "rows": self.rows}
+
+
+@dataclass
+class AuditResult:
+    """What an audit returns: scalars for the card YAML, tables and figures for its body, a verdict
+    sentence in plain language, and artifact files (relative to the set folder)."""
+
+    summary: dict[str, Any]
+    verdict: str
+    tables: list[Table] = field(default_factory=list)
+    figures: list[str] = field(default_factory=list)
+    artifacts: list[str] = field(default_factory=list)
+
+
+@dataclass
+class AuditContext:
+    """Services for an audit run: accelerator, seed, preset, where to write, the real-model cache."""
+
+    accelerator: Any
+    seed: int
+    preset: str
+    out_dir: Path  # the set's audit/ folder (files are written there under temporary names first)
+    models: Any  # RealModelCache
+
+    @property
+    def device(self):
+        return self.accelerator.device
+
+
+@dataclass
+class AuditSpec:
+    name: str
+    question: int
+    summary: str
+    fn: Callable[..., AuditResult]
+    defaults: dict[str, Any]
+    presets: dict[str, dict[str, Any]]
+
+    def resolve(self, preset: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+        if preset not in AUDIT_PRESETS:
+            raise DistilkitError(f"unknown audit preset {preset!r}; choose from {', '.join(AUDIT_PRESETS)}")
+        cfg = {**self.defaults, **self.presets.get(preset, {})}
+        unknown = sorted(set(overrides or {}) - set(cfg))
+        if unknown:
+            raise DistilkitError(f"unknown option(s) for audit {self.name!r}: {', '.join(unknown)}")
+        cfg.update({k: v for k, v in (overrides or {}).items() if v is not None})
+        return cfg
+
+
+_AUDITS: dict[str, AuditSpec] = {}
+
+
+def register_audit(name: str, *, question: int, summary: str, defaults: dict[str, Any],
+                   presets: dict[str, dict[str, Any]] | None = None):
+    if question not in (1, 2, 3):
+        raise ValueError("question must be 1, 2 or 3")
+
+    def decorate(fn: Callable[..., AuditResult]) -> Callable[..., AuditResult]:
+        if name in _AUDITS:
+            raise ValueError(f"audit {name!r} registered twice")
+        _AUDITS[name] = AuditSpec(name, question, summary, fn, defaults, presets or {})
+        return fn
+
+    return decorate
+
+
+def get_audit(name: str) -> AuditSpec:
+    if name not in _AUDITS:
+        raise DistilkitError(f"unknown audit {name!r}; available: {', '.join(list_audits())}")
+    return _AUDITS[name]
+
+
+def list_audits() -> list[str]:
+    return sorted(_AUDITS, key=lambda n: (_AUDITS[n].question, n))

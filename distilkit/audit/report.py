@@ -1,0 +1,106 @@
+"""Run audits on a distilled set and write the report: ``audit/report.json``, figures, and the card.
+
+``audit/report.json`` = {"distilkit_version", "created", "set", "source", "audits": {NAME: {"question",
+"preset", "seed", "config", "summary", "verdict", "tables", "figures", "artifacts", "date"}}}. The
+card gets the summaries under ``distilkit.audits`` and a human section between the audit markers.
+Re-running replaces only the audits it re-ran, keeps the others, and writes every file atomically.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+from distilkit.audit.real_models import RealModelCache
+from distilkit.audit.registry import AuditContext, Table, get_audit, list_audits
+from distilkit.data.sources import load_real
+from distilkit.distilled import DistilledSet
+from distilkit.errors import DistilkitError
+from distilkit.evaluate import source_config_of
+from distilkit.hub.card import read_card, replace_section, write_text_atomic
+from distilkit.runtime import distilkit_version, make_accelerator
+
+REPORT_FILE = "audit/report.json"
+QUESTIONS = {
+    1: "Q1 — Can distilled data substitute for real data?",
+    2: "Q2 — What information does distilled data capture?",
+    3: "Q3 — Do single distilled points carry semantic information?",
+}
+
+
+def load_report(folder: Path) -> dict:
+    path = folder / REPORT_FILE
+    if not path.is_file():
+        return {}
+    try:
+        report = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise DistilkitError(f"{path} is corrupt ({err.msg}); remove it to start the audit report afresh") from err
+    if not isinstance(report, dict) or not isinstance(report.get("audits", {}), dict):
+        raise DistilkitError(f"{path} is not a distilkit audit report; remove it to start afresh")
+    return report
+
+
+def audit_markdown(report: dict) -> str:
+    """The card section: per question a plain-language verdict, then each audit's tables and figures."""
+    audits = report.get("audits", {})
+    if not audits:
+        return "No audits yet: run `distilkit audit <this set>`."
+    parts = ["Analyses of *What is Dataset Distillation Learning?* (Yang et al., ICML 2024), run by "
+             f"distilkit {report.get('distilkit_version')}; machine-readable results in `{REPORT_FILE}`."]
+    for question, title in QUESTIONS.items():
+        names = sorted(n for n, a in audits.items() if a.get("question") == question)
+        if not names:
+            continue
+        parts.append(f"### {title}")
+        parts.append("**Verdict.** " + " ".join(audits[n]["verdict"] for n in names))
+        for name in names:
+            entry = audits[name]
+            parts.append(f"#### `{name}` ({entry['preset']} preset, seed {entry['seed']}, {entry['date']})")
+            parts += [Table(**t).to_markdown() for t in entry.get("tables", [])]
+            parts += [f"![{name}]({fig})" for fig in entry.get("figures", [])]
+    return "\n\n".join(parts)
+
+
+def run_audits(folder: str | Path, only: list[str] | None = None, preset: str = "cpu", seed: int = 0,
+               source: str | None = None, accelerator=None, cache: RealModelCache | None = None) -> dict:
+    """Run the named audits (default: all) on the set in ``folder``; return the merged report."""
+    folder = Path(folder)
+    accelerator = accelerator or make_accelerator()
+    names = only or list_audits()
+    specs = [get_audit(n) for n in names]
+    configs = {spec.name: spec.resolve(preset) for spec in specs}
+    dset = DistilledSet.load(folder)
+    report = load_report(folder)
+    with accelerator.main_process_first():
+        real = load_real(source_config_of(dset, source), pixel_space="raw",
+                         seed=int((dset.provenance or {}).get("seed", 0)))
+    if real.class_names != dset.class_names or tuple(real.image_shape) != tuple(dset.images.shape[1:]):
+        raise DistilkitError("the source does not match the set (classes or image shape differ); pass --source")
+    real.pixel_space = dset.pixel_space
+    cache = cache or RealModelCache()
+    if accelerator.is_main_process:
+        ctx = AuditContext(accelerator=accelerator, seed=seed, preset=preset, out_dir=folder / "audit", models=cache)
+        today = dt.date.today().isoformat()
+        for spec in specs:
+            result = spec.fn(dset, real, configs[spec.name], ctx)
+            report.setdefault("audits", {})[spec.name] = {
+                "question": spec.question, "preset": preset, "seed": seed, "config": configs[spec.name],
+                "summary": result.summary, "verdict": result.verdict, "tables": [t.to_dict() for t in result.tables],
+                "figures": result.figures, "artifacts": result.artifacts, "date": today}
+        report.update({"distilkit_version": distilkit_version(),
+                       "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                       "set": str(folder), "source": real.info.get("id"),
+                       "model_cache": {"hits": cache.hits, "misses": cache.misses}})
+        report = {k: report[k] for k in ("distilkit_version", "created", "set", "source", "model_cache", "audits")}
+        write_text_atomic(folder / REPORT_FILE, json.dumps(report, indent=2, default=str))
+        card = read_card(folder)
+        meta = card.data.get("distilkit")
+        meta["audits"] = {name: {"question": a["question"], "preset": a["preset"], "date": a["date"],
+                                 "summary": a["summary"]} for name, a in report["audits"].items()}
+        card.data["distilkit"] = meta
+        card.text = replace_section(card.text, "audit", audit_markdown(report))
+        write_text_atomic(folder / "README.md", str(card))
+    accelerator.wait_for_everyone()
+    return report

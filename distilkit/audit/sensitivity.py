@@ -1,0 +1,92 @@
+"""Q1 ``sensitivity``: does the distilled set only work in the setup it was distilled for?
+
+Trains on the distilled set under a grid of training setups, each changing one factor of the base
+protocol (optimizer, learning rate, iterations, full batch vs minibatch, DSA, architecture), and
+does the same for a random real subset of equal size. Reported per set: accuracy under the base
+setup, min / median / max over the grid and the largest relative drop from the base. The study's
+claim is that distilled data is more sensitive to the training setup than real data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+
+import torch
+
+from distilkit.audit.common import pyplot, save_figure
+from distilkit.audit.registry import AuditContext, AuditResult, Table, register_audit
+from distilkit.data.real import RealData
+from distilkit.distilled import DistilledSet
+from distilkit.train import TrainConfig, train_and_test
+
+BASE = {"model": "convnet", "iterations": 300, "batch_size": None, "lr": 0.01, "momentum": 0.9,
+        "weight_decay": 0.0, "lr_schedule": "constant", "dsa": False}
+
+
+def setups(base: TrainConfig, arch: str, minibatch: int) -> dict[str, tuple[TrainConfig, str]]:
+    """One-factor-at-a-time variations of ``base``: name -> (protocol, optimizer)."""
+    r = dataclasses.replace
+    return {
+        "standard": (base, "sgd"),
+        "adam lr 1e-3": (r(base, lr=1e-3), "adam"),
+        "lr x0.1": (r(base, lr=base.lr * 0.1), "sgd"),
+        "lr x10": (r(base, lr=base.lr * 10), "sgd"),
+        "iterations x0.2": (r(base, iterations=max(1, base.iterations // 5)), "sgd"),
+        "iterations x3": (r(base, iterations=base.iterations * 3), "sgd"),
+        f"minibatch {minibatch}": (r(base, batch_size=minibatch), "sgd"),
+        "DSA on": (r(base, dsa=True), "sgd"),
+        arch: (r(base, model=arch), "sgd"),
+    }
+
+
+@register_audit(
+    "sensitivity", question=1, summary="accuracy spread over training setups, distilled vs random real",
+    defaults={"protocol": BASE, "architecture": "timm/resnet18", "minibatch": 32, "seeds": 2},
+    presets={"cpu": {"protocol": {**BASE, "model": "convnet-w32"}, "architecture": "timm/resnet10t", "seeds": 1},
+             "smoke": {"protocol": {**BASE, "model": "convnet-w8-d2", "iterations": 5},
+                       "architecture": "convnet-w8-d2-bn", "seeds": 1}},
+)
+def audit_sensitivity(dset: DistilledSet, real: RealData, cfg: dict, ctx: AuditContext) -> AuditResult:
+    base = TrainConfig(**cfg["protocol"])
+    grid = setups(base, cfg["architecture"], cfg["minibatch"])
+    test_images, test_labels = real.test_set()
+    pick = real.sample_per_class(dset.ipc, torch.Generator().manual_seed(ctx.seed)).reshape(-1)
+    sets = {"distilled": (dset.images, dset.labels), "random": (real.batch(pick), real.train_labels[pick])}
+    acc: dict[tuple[str, str], float] = {}
+    for setup, (protocol, optimizer) in grid.items():
+        for name, (x, y) in sets.items():
+            runs = [train_and_test(x, y, test_images, test_labels, dset.num_classes, protocol,
+                                   seed=ctx.seed * 1000 + s, device=ctx.device, optimizer=optimizer)
+                    for s in range(cfg["seeds"])]
+            acc[(name, setup)] = statistics.fmean(runs)
+    summary: dict = {"setups": len(grid), "seeds": cfg["seeds"]}
+    for name in sets:
+        values = [acc[(name, s)] for s in grid]
+        standard = acc[(name, "standard")]
+        drop = (standard - min(values)) / max(standard, 1e-8)
+        summary.update({f"{name}/standard": round(standard, 4), f"{name}/min": round(min(values), 4),
+                        f"{name}/median": round(statistics.median(values), 4), f"{name}/max": round(max(values), 4),
+                        f"{name}/largest_relative_drop": round(drop, 4)})
+    ratio = summary["distilled/largest_relative_drop"] / max(summary["random/largest_relative_drop"], 1e-8)
+    summary["drop_ratio_distilled_vs_random"] = round(ratio, 3)
+    rows = [[s, round(acc[("distilled", s)], 4), round(acc[("random", s)], 4)] for s in grid]
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    xs = torch.arange(len(grid)).float()
+    ax.bar(xs - 0.2, [acc[("distilled", s)] for s in grid], width=0.4, label=f"distilled ({dset.method})")
+    ax.bar(xs + 0.2, [acc[("random", s)] for s in grid], width=0.4, label="random real, same size")
+    ax.set_xticks(xs.tolist(), list(grid), rotation=35, ha="right", fontsize=8)
+    ax.set_ylabel("real test accuracy")
+    ax.legend(fontsize=8)
+    figure = save_figure(fig, ctx.out_dir, "sensitivity_grid.png")
+    more = "more" if ratio > 1 else "less"
+    verdict = (f"Across {len(grid)} training setups the distilled set loses up to "
+               f"{100 * summary['distilled/largest_relative_drop']:.0f}% of its standard-setup accuracy, a random "
+               f"real subset of the same size up to {100 * summary['random/largest_relative_drop']:.0f}%: the "
+               f"distilled set is {more} sensitive to the training setup ({ratio:.2f}x).")
+    table = Table(f"Test accuracy by training setup (base: {base.model}, {base.iterations} iterations, "
+                  f"{'full batch' if base.batch_size is None else base.batch_size}, SGD lr {base.lr})",
+                  ["setup", "distilled", "random real"], rows)
+    return AuditResult(summary=summary, verdict=verdict, tables=[table], figures=[figure])
