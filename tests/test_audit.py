@@ -78,6 +78,8 @@ def test_audit_cli_and_errors(smoke_set, tmp_path, monkeypatch):
     assert listed.exit_code == 0 and "Q1  recognition" in listed.output
     bad = runner.invoke(cli, ["audit", str(smoke_set), "--only", "nope"])
     assert bad.exit_code == 2 and "unknown audit 'nope'" in bad.stderr
+    bad = runner.invoke(cli, ["audit", str(smoke_set), "--arg", "pixels.bogus=1"])
+    assert bad.exit_code == 2 and "unknown option(s) for audit 'pixels'" in bad.stderr
     bad = runner.invoke(cli, ["audit", str(smoke_set), "--preset", "huge", "--only", "pixels"])
     assert bad.exit_code == 2 and "unknown audit preset" in bad.stderr
     import shutil
@@ -88,5 +90,7 @@ def test_audit_cli_and_errors(smoke_set, tmp_path, monkeypatch):
     bad = runner.invoke(cli, ["audit", "s", "--only", "pixels", "--preset", "smoke"])
     assert bad.exit_code == 2 and "is corrupt" in bad.stderr
     (tmp_path / "s" / "audit" / "report.json").unlink()
-    ok = runner.invoke(cli, ["audit", "s", "--only", "pixels", "--preset", "smoke"])
+    ok = runner.invoke(cli, ["audit", "s", "--only", "pixels", "--preset", "smoke", "--arg", "pixels.bins=30"])
     assert ok.exit_code == 0 and "[Q1] pixels:" in ok.output
+    report = json.loads((tmp_path / "s" / "audit" / "report.json").read_text())
+    assert report["audits"]["pixels"]["config"]["bins"] == 30

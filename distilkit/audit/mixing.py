@@ -3,7 +3,8 @@
 For each k in ``ks``: train on the distilled set plus k real images per class, and, as the baseline,
 on IPC random real images per class plus the same k. Real additions are nested (the k=10 images
 contain the k=2 ones) and seeded; k is capped by what the smallest class has left. The study found
-that a little real data *lowers* accuracy, and that the curves meet only at k=250.
+that a little real data *lowers* accuracy, and that the curves meet only at k=250. Training uses
+hard labels throughout (as the study did), also for sets that carry soft labels.
 """
 
 from __future__ import annotations

@@ -64,13 +64,15 @@ def audit_markdown(report: dict) -> str:
 
 
 def run_audits(folder: str | Path, only: list[str] | None = None, preset: str = "cpu", seed: int = 0,
-               source: str | None = None, accelerator=None, cache: RealModelCache | None = None) -> dict:
-    """Run the named audits (default: all) on the set in ``folder``; return the merged report."""
+               source: str | None = None, accelerator=None, cache: RealModelCache | None = None,
+               overrides: dict[str, dict] | None = None) -> dict:
+    """Run the named audits (default: all) on the set in ``folder``; return the merged report.
+    ``overrides`` maps an audit name to options that replace its preset defaults."""
     folder = Path(folder)
     accelerator = accelerator or make_accelerator()
     names = only or list_audits()
     specs = [get_audit(n) for n in names]
-    configs = {spec.name: spec.resolve(preset) for spec in specs}
+    configs = {spec.name: spec.resolve(preset, (overrides or {}).get(spec.name)) for spec in specs}
     dset = DistilledSet.load(folder)
     report = load_report(folder)
     with accelerator.main_process_first():

@@ -13,17 +13,28 @@ from distilkit.cli import cli
 @click.option("--only", help="Comma-separated audit names [all].")
 @click.option("--preset", default="cpu", show_default=True, help="smoke | cpu | paper.")
 @click.option("--seed", type=int, default=0, show_default=True)
-def audit_command(set_path, source, only, preset, seed) -> None:
+@click.option("--arg", "args", multiple=True, metavar="AUDIT.KEY=VALUE",
+              help="Audit option, e.g. --arg mixing.seeds=3 --arg 'recognition.panel=[convnet]'.")
+def audit_command(set_path, source, only, preset, seed, args) -> None:
     """Run the audits on SET; write audit/report.json, figures and the card's audit section."""
     from distilkit.audit import get_audit
     from distilkit.audit.report import REPORT_FILE, run_audits
+    from distilkit.config import parse_key_values
+    from distilkit.errors import DistilkitError
     from distilkit.runtime import make_accelerator
 
     names = [n.strip() for n in only.split(",") if n.strip()] if only else None
-    for name in names or []:
-        get_audit(name).resolve(preset)  # unknown names/presets fail before any work
+    overrides: dict[str, dict] = {}
+    for key, value in parse_key_values(args).items():
+        if "." not in key:
+            raise DistilkitError(f"--arg expects AUDIT.KEY=VALUE, got {key!r}")
+        audit, option = key.split(".", 1)
+        overrides.setdefault(audit, {})[option] = value
+    for name in (names or []) + list(overrides):
+        get_audit(name).resolve(preset, overrides.get(name))  # bad names/presets/options fail before any work
     accelerator = make_accelerator()
-    report = run_audits(set_path, only=names, preset=preset, seed=seed, source=source, accelerator=accelerator)
+    report = run_audits(set_path, only=names, preset=preset, seed=seed, source=source, accelerator=accelerator,
+                        overrides=overrides)
     if accelerator.is_main_process:
         for name, entry in report["audits"].items():
             if names is None or name in names:

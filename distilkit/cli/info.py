@@ -39,4 +39,8 @@ def info_command(set_path, as_json) -> None:
         "evaluation:",
         evaluation_markdown(dset.evaluation),
     ]
+    audits = dset.card_extra.get("audits") or {}
+    if audits:
+        lines.append("audits: " + ", ".join(f"{name} (Q{a.get('question')}, {a.get('preset')})"
+                                            for name, a in audits.items()) + " — see audit/report.json")
     click.echo("\n".join(lines))
