@@ -94,3 +94,19 @@ def test_audit_cli_and_errors(smoke_set, tmp_path, monkeypatch):
     assert ok.exit_code == 0 and "[Q1] pixels:" in ok.output
     report = json.loads((tmp_path / "s" / "audit" / "report.json").read_text())
     assert report["audits"]["pixels"]["config"]["bins"] == 30
+
+
+def test_original_pixels_inverts_normalisation_and_zca():
+    import torch
+
+    from distilkit.audit.common import to_original_pixels
+    from distilkit.data.pixel_space import PixelSpace
+    from distilkit.data.zca import ZCA
+
+    gen = torch.Generator().manual_seed(0)
+    raw = torch.randint(0, 256, (40, 1, 5, 5), generator=gen, dtype=torch.uint8)
+    normalized = PixelSpace("normalized", [0.4], [0.3])
+    fitted = ZCA.fit(normalized.from_uint8(raw), eps=0.1)
+    for space in (normalized, PixelSpace("zca", [0.4], [0.3], fitted), PixelSpace("raw", [0.4], [0.3])):
+        torch.testing.assert_close(to_original_pixels(space.from_uint8(raw), space), raw.float() / 255,
+                                   atol=1e-4, rtol=1e-4)
