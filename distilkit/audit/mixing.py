@@ -12,6 +12,7 @@ from __future__ import annotations
 import statistics
 
 import torch
+from tqdm.auto import tqdm
 
 from distilkit.audit.common import pyplot, save_figure
 from distilkit.audit.registry import AuditContext, AuditResult, Table, register_audit
@@ -26,7 +27,7 @@ PAPER = {"model": "convnet", "iterations": 300, "batch_size": None, "lr": 0.01, 
 @register_audit(
     "mixing", question=1, summary="distilled + k real images per class vs random real + k",
     defaults={"ks": [0, 2, 10, 50, 250], "seeds": 3, "protocol": PAPER},
-    presets={"cpu": {"seeds": 2, "protocol": {**PAPER, "model": "convnet-w32", "batch_size": 256}},
+    presets={"cpu": {"seeds": 2, "protocol": {**PAPER, "model": "convnet-w32", "batch_size": 256, "iterations": 150}},
              "smoke": {"ks": [0, 2], "seeds": 1, "protocol": {**PAPER, "model": "convnet-w8-d2", "iterations": 10}}},
 )
 def audit_mixing(dset: DistilledSet, real: RealData, cfg: dict, ctx: AuditContext) -> AuditResult:
@@ -36,6 +37,7 @@ def audit_mixing(dset: DistilledSet, real: RealData, cfg: dict, ctx: AuditContex
     test_images, test_labels = real.test_set()
     num_classes = dset.num_classes
     acc = {("distilled", k): [] for k in ks} | {("random", k): [] for k in ks}
+    bar = tqdm(total=cfg["seeds"] * len(ks) * 2, desc="mixing", disable=not ctx.accelerator.is_local_main_process)
     for seed in range(cfg["seeds"]):
         drawn = real.sample_per_class(dset.ipc + ks[-1], torch.Generator().manual_seed(ctx.seed * 100 + seed))
         base_idx = drawn[:, : dset.ipc].reshape(-1)
@@ -47,6 +49,8 @@ def audit_mixing(dset: DistilledSet, real: RealData, cfg: dict, ctx: AuditContex
                 acc[(name, k)].append(train_and_test(torch.cat([x, extra_x]), torch.cat([y, extra_y]), test_images,
                                                      test_labels, num_classes, protocol,
                                                      seed=ctx.seed * 1000 + seed, device=ctx.device))
+                bar.update()
+    bar.close()
     mean = {key: statistics.fmean(v) for key, v in acc.items()}
     std = {key: statistics.pstdev(v) for key, v in acc.items()}
     rows = [[k, round(mean[("distilled", k)], 4), round(std[("distilled", k)], 4), round(mean[("random", k)], 4),
