@@ -89,11 +89,12 @@ def audit_sensitivity(dset: DistilledSet, real: RealData, cfg: dict, ctx: AuditC
     ax.set_ylabel("real test accuracy")
     ax.legend(fontsize=8)
     figure = save_figure(fig, ctx.out_dir, "sensitivity_grid.png")
-    more = "more" if ratio > 1 else "less"
+    comparison = ("about as sensitive to the training setup as" if 0.9 <= ratio <= 1.1
+                  else f"{'more' if ratio > 1 else 'less'} sensitive to the training setup than")
     verdict = (f"Across {len(grid)} training setups the distilled set loses up to "
                f"{100 * summary['distilled/largest_relative_drop']:.0f}% of its standard-setup accuracy, a random "
                f"real subset of the same size up to {100 * summary['random/largest_relative_drop']:.0f}%: the "
-               f"distilled set is {more} sensitive to the training setup ({ratio:.2f}x).")
+               f"distilled set is {comparison} real data (drop ratio {ratio:.2f}).")
     table = Table(f"Test accuracy by training setup (base: {base.model}, {base.iterations} iterations, "
                   f"{'full batch' if base.batch_size is None else base.batch_size}, SGD lr {base.lr})",
                   ["setup", "distilled", "random real"], rows)
