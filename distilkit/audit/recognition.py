@@ -5,7 +5,7 @@ test accuracy (reference), accuracy on the distilled set, per-class accuracy. In
 feature space of the first panel model: the share of distilled images whose nearest real class
 centroid (of real test features) is their own class, and a 2-D PCA projection of real test images
 and distilled images (PCA rather than the study's UMAP, which would add a heavy dependency).
-The ``cpu`` preset replaces the ResNet-18 by timm's ResNet-10-T for one epoch (a ResNet-18 step on
+The ``cpu`` preset replaces the ResNet-18 by timm's ResNet-10-T for three epochs (a ResNet-18 step on
 256 images takes ~25 s on two cores).
 """
 
@@ -32,7 +32,7 @@ def panel_protocol(model: str, epochs: int) -> TrainConfig:
     "recognition", question=1, summary="real-trained classifiers score the distilled images",
     defaults={"panel": ["convnet", "convnet-w16", "timm/resnet18"], "epochs": [40, 20, 40],
               "projection_points": 1000},
-    presets={"cpu": {"panel": ["convnet-w32", "convnet-w16", "timm/resnet10t"], "epochs": [5, 5, 1]},
+    presets={"cpu": {"panel": ["convnet-w32", "convnet-w16", "timm/resnet10t"], "epochs": [5, 5, 3]},
              "smoke": {"panel": ["convnet-w8-d2"], "epochs": [1], "projection_points": 200}},
 )
 def audit_recognition(dset: DistilledSet, real: RealData, cfg: dict, ctx: AuditContext) -> AuditResult:
