@@ -105,4 +105,5 @@ def test_dm_chunked_step_equals_one_pass(embedded_real, accelerator):
         grads.append(images.grad)
     for loss, grad in zip(losses[1:], grads[1:], strict=True):
         assert loss == pytest.approx(losses[0], rel=1e-5)
-        torch.testing.assert_close(grad, grads[0], rtol=1e-4, atol=1e-6)
+        # different batch sizes pick different conv kernels: compare at float32 noise of the gradient's scale
+        torch.testing.assert_close(grad, grads[0], rtol=1e-3, atol=1e-4 * grads[0].abs().max().item())
