@@ -8,7 +8,7 @@ peak-memory figure is its own.
 
     apt-get install -y dataset-fashion-mnist
     python examples/bench_dm.py                           # IPC 1, 10, 50; batch_real 256; ConvNet-3 w128
-    python examples/bench_dm.py --ipcs 10 --iterations 5 --real-chunk 0 --channels-last 1 --naive-tuned 1
+    python examples/bench_dm.py --ipcs 10 --iterations 5 --real-chunk 0 --naive-tuned 1
 """
 
 from __future__ import annotations
@@ -66,7 +66,6 @@ def worker(args) -> dict:
         net = create_model(args.model, images.shape[1], real.num_classes, tuple(images.shape[2:]))
         net.requires_grad_(False)
         if args.variant == "distilkit":
-            net.channels_last_convs = bool(args.channels_last)
             indices = real.sample_per_class(args.batch_real, generator)
             params = dsa.sample(real.num_classes, generator)
             optimizer.zero_grad()
@@ -97,7 +96,6 @@ def main() -> None:
     parser.add_argument("--real-chunk", default="auto", help="distilkit: real images per forward (0 = all)")
     parser.add_argument("--syn-chunk", default="auto", help="distilkit: synthetic images per pass (0 = all)")
     parser.add_argument("--naive-tuned", type=int, default=0, help="give the per-class loop the tuned allocator too")
-    parser.add_argument("--channels-last", type=int, default=0, help="distilkit: channels-last convolutions")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--out", default="bench/dm.json")
     parser.add_argument("--variant", choices=["distilkit", "naive"], help=argparse.SUPPRESS)
@@ -112,7 +110,7 @@ def main() -> None:
         for variant in ("naive", "distilkit"):
             cmd = [sys.executable, __file__, "--variant", variant, "--ipc", str(ipc)]
             for flag in ("source", "iterations", "warmup", "batch_real", "model", "real_chunk", "syn_chunk",
-                         "channels_last", "naive_tuned", "threads"):
+                         "naive_tuned", "threads"):
                 cmd += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
             done = subprocess.run(cmd, capture_output=True, text=True, check=True)
             rows.append(json.loads(done.stdout.strip().splitlines()[-1]))

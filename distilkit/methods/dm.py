@@ -3,10 +3,10 @@
 Every iteration draws a fresh randomly initialised ConvNet (never trained), embeds a class-balanced
 real batch and the synthetic images with the same DSA transformation per class, and moves the
 synthetic images so that their class means of the embedding match the real ones:
-``loss = sum_c || mean embed(real_c) - mean embed(syn_c) ||^2``. All classes go through one batched
-forward; the real side runs without autograd and its class sums are all-reduced across processes,
-so every rank computes the same loss on the same synthetic images. On CPU both sides run in small
-chunks (see :func:`matching_step`); examples/bench_dm.py measures the effect.
+``loss = sum_c || mean embed(real_c) - mean embed(syn_c) ||^2``. All classes share the same forward
+calls (one pass on GPU, small chunks on CPU; see :func:`matching_step`, measured by
+examples/bench_dm.py); the real side runs without autograd and its class sums are all-reduced across
+processes, so every rank computes the same loss on the same synthetic images.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ CPU_REAL_CHUNK, CPU_SYN_CHUNK = 32, 64
     summary="match class means of random-ConvNet embeddings (Zhao & Bilen 2023)",
     defaults={"iterations": 20000, "lr_images": 1.0, "momentum": 0.5, "batch_real": 256, "model": "convnet",
               "dsa": True, "dsa_strategy": DEFAULT_STRATEGY, "init": "real", "real_chunk": "auto", "syn_chunk": "auto",
-              "channels_last": False, "checkpoint_every": 500, "log_every": 10},
+              "checkpoint_every": 500, "log_every": 10},
     presets={
         "cpu": {"iterations": 400, "batch_real": 64, "model": "convnet-w32", "checkpoint_every": 100},
         "smoke": {"iterations": 6, "batch_real": 8, "model": "convnet-w8-d2", "checkpoint_every": 2,
@@ -67,7 +67,6 @@ def distill_dm(real: RealData, ipc: int, cfg: dict, ctx: RunContext) -> MethodOu
             torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
             net = create_model(cfg["model"], images.shape[1], num_classes, tuple(images.shape[2:]))
         net.to(device).requires_grad_(False)
-        net.channels_last_convs = bool(cfg["channels_last"]) and hasattr(net, "channels_last_convs")
         indices = real.sample_per_class(cfg["batch_real"], generator)[:, rank_slice]
         params = dsa.sample(num_classes, generator) if dsa is not None else None
         optimizer.zero_grad(set_to_none=True)

@@ -63,19 +63,9 @@ class ConvNet(nn.Module):
         self.features = nn.Sequential(*layers)
         self.feature_dim = channels * height * width_px
         self.classifier = nn.Linear(self.feature_dim, num_classes)
-        self.channels_last_convs = False
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.channels_last_convs:
-            return self.features(x).flatten(1)
-        # oneDNN convolutions are faster in channels-last on CPU while GroupNorm is faster in
-        # contiguous layout, so only the convolutions switch layout (same maths, other kernels).
-        for layer in self.features:
-            if isinstance(layer, nn.Conv2d):
-                x = layer(x.contiguous(memory_format=torch.channels_last)).contiguous()
-            else:
-                x = layer(x)
-        return x.flatten(1)
+        return self.features(x).flatten(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.embed(x))
