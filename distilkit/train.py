@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
 import torch
@@ -68,7 +69,7 @@ def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
     return -(targets * F.log_softmax(logits, dim=1)).sum(1).mean()
 
 
-def train_model(
+def training_steps(
     model: nn.Module,
     images: torch.Tensor,
     targets: torch.Tensor,
@@ -77,16 +78,20 @@ def train_model(
     lr: float | None = None,
     device: torch.device | str = "cpu",
     optimizer: str = "sgd",
-) -> nn.Module:
-    """Train ``model`` in place on (images, targets); batches and DSA come from ``generator``.
+    steps: int | None = None,
+) -> Iterator[int]:
+    """Train ``model`` in place on (images, targets), yielding the number of steps taken so far.
 
-    ``optimizer``: "sgd" (momentum and weight decay from ``cfg``) or "adam" (weight decay from ``cfg``).
+    Yields 0 before the first step and ``t`` after step ``t``, so a caller can look at the model
+    along the trajectory (the audits record predictions and curvature this way). ``steps``
+    overrides the protocol's length. Batches and DSA come from ``generator``. ``optimizer``: "sgd"
+    (momentum and weight decay from ``cfg``) or "adam" (weight decay from ``cfg``).
     """
     n = images.shape[0]
-    steps = cfg.steps_for(n)
+    steps = cfg.steps_for(n) if steps is None else steps
     batch = n if cfg.batch_size is None else min(cfg.batch_size, n)
     lr = cfg.lr if lr is None else lr
-    model.to(device).train()
+    model.to(device)
     if optimizer == "adam":
         opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=cfg.weight_decay)
     elif optimizer == "sgd":
@@ -97,7 +102,9 @@ def train_model(
     images, targets = images.to(device), targets.to(device)
     order = torch.randperm(n, generator=generator)
     cursor = 0
+    yield 0
     for step in range(steps):
+        model.train()  # a caller may have switched to eval mode to look at the model in between
         if cfg.lr_schedule == "step_half" and step == steps // 2 and steps > 1:
             for group in opt.param_groups:
                 group["lr"] = lr * 0.1
@@ -115,6 +122,22 @@ def train_model(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        yield step + 1
+
+
+def train_model(
+    model: nn.Module,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    cfg: TrainConfig,
+    generator: torch.Generator,
+    lr: float | None = None,
+    device: torch.device | str = "cpu",
+    optimizer: str = "sgd",
+) -> nn.Module:
+    """Train ``model`` in place on (images, targets) for the protocol's length (see :func:`training_steps`)."""
+    for _ in training_steps(model, images, targets, cfg, generator, lr=lr, device=device, optimizer=optimizer):
+        pass
     return model
 
 

@@ -4,7 +4,15 @@ Each audit is one module registered by name (``distilkit audits`` lists them); `
 and writes the results into the set's folder and card.
 """
 
-from distilkit.audit import mixing, pixels, recognition, sensitivity  # noqa: F401  (registration)
+from distilkit.audit import (  # noqa: F401  (registration)
+    agreement,
+    curvature,
+    early_recognition,
+    mixing,
+    pixels,
+    recognition,
+    sensitivity,
+)
 from distilkit.audit.registry import AuditContext, AuditResult, Table, get_audit, list_audits, register_audit
 
 __all__ = ["AuditContext", "AuditResult", "Table", "get_audit", "list_audits", "register_audit"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,3 +90,27 @@ def _metadata(path: Path) -> dict:
 
     with safe_open(str(path), framework="pt") as f:
         return f.metadata() or {}
+
+
+def cached_tensors(cache: RealModelCache, real: RealData, kind: str, spec: dict, seed: int,
+                   build: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Tensors derived from real data (e.g. a pool's test predictions), built once and cached.
+
+    The key hashes the real data, ``kind``, ``spec`` (everything the build depends on) and ``seed``;
+    files go to ``<cache>/pools/<kind>-<key>.safetensors``. Hits and misses count in ``cache``.
+    """
+    fp = cache._fingerprints.setdefault(id(real), real_fingerprint(real))
+    key = hashlib.sha256(json.dumps({"real": fp, "kind": kind, "spec": spec, "seed": seed}, sort_keys=True,
+                                    default=str).encode()).hexdigest()[:32]
+    path = cache.root.parent / "pools" / f"{kind}-{key}.safetensors"
+    if path.is_file():
+        cache.hits += 1
+        return load_file(str(path))
+    cache.misses += 1
+    tensors = build()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp),
+              metadata={"distilkit": json.dumps({"kind": kind, "spec": spec, "seed": seed}, default=str)})
+    os.replace(tmp, path)
+    return tensors

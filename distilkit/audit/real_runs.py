@@ -1,0 +1,122 @@
+"""Training runs the Q2 audits share: the study's protocols, seeded models, and cached model pools.
+
+The study trains "on distilled" with SGD lr 0.01, momentum 0.9, no weight decay, full batch, 300
+iterations, no augmentation, and "on real" with the same optimizer at batch 256. Two pools of
+real-data models are compared with the distilled-trained model; their test predictions depend
+only on the real data, the protocol and the seed, so they are built once and cached (see
+:func:`~distilkit.audit.real_models.cached_tensors`) and shared by every set and audit that asks
+for the same pool.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from distilkit.audit.real_models import RealModelCache, cached_tensors
+from distilkit.data.real import RealData
+from distilkit.distilled import DistilledSet
+from distilkit.models import create_model
+from distilkit.train import TrainConfig, train_model, training_steps
+
+STUDY_REAL = {"batch_size": 256, "lr": 0.01, "momentum": 0.9, "weight_decay": 0.0, "dsa": False,
+              "lr_schedule": "constant", "use_learned_lr": False}
+STUDY_DISTILLED = {**STUDY_REAL, "iterations": 300, "batch_size": None}
+
+
+def seeded_model(name: str, real: RealData, seed: int) -> nn.Module:
+    c, h, w = real.image_shape
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return create_model(name, c, real.num_classes, (h, w))
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: torch.Tensor, device: torch.device | str = "cpu",
+            batch_size: int = 1000) -> torch.Tensor:
+    """Argmax class of every image (int64 on the CPU), in eval mode."""
+    model.eval()
+    return torch.cat([model(images[i : i + batch_size].to(device)).argmax(1).cpu()
+                      for i in range(0, images.shape[0], batch_size)])
+
+
+def parse_iterations(spec: str | list[int] | int) -> list[int]:
+    """``[0, 10, 50]``, ``25`` (just that one) or ``"start:stop:step"`` (Python range) -> sorted iterations."""
+    if isinstance(spec, int):
+        values = [spec]
+    elif isinstance(spec, str):
+        parts = [int(p) for p in spec.split(":")]
+        if len(parts) not in (2, 3):
+            raise ValueError(f"iterations: expected 'start:stop[:step]', got {spec!r}")
+        values = list(range(*parts))
+    else:
+        values = [int(v) for v in spec]
+    if not values or min(values) < 0:
+        raise ValueError(f"iterations: need non-negative iterations, got {spec!r}")
+    return sorted(set(values))
+
+
+def train_on_distilled(dset: DistilledSet, real: RealData, model_name: str, protocol: TrainConfig, seed: int,
+                       device: torch.device | str = "cpu") -> nn.Module:
+    """A fresh model trained on the distilled set (its soft labels if it has them)."""
+    model = seeded_model(model_name, real, seed)
+    lr = dset.learned_lr if protocol.use_learned_lr and dset.learned_lr else None
+    return train_model(model, dset.images, dset.training_targets(), protocol,
+                       torch.Generator().manual_seed(seed + 7919), lr=lr, device=device)
+
+
+def subset_pool(real: RealData, cache: RealModelCache, model_name: str, protocol: TrainConfig, size: int,
+                fractions: tuple[float, float], seed: int, device: torch.device | str = "cpu",
+                progress: bool = True) -> dict[str, torch.Tensor]:
+    """``size`` models, each trained on a random class-balanced real subset; their test predictions.
+
+    Subset sizes are evenly spaced over ``fractions`` (of the train split), at least one image per
+    class and at most the smallest class. Returns {"predictions" [size, n_test] int16, "accuracy"
+    [size], "per_class" [size] (images per class)}.
+    """
+    lo, hi = fractions
+    spec = {"model": model_name, "protocol": protocol.to_dict(), "size": size, "fractions": [lo, hi]}
+
+    def build() -> dict[str, torch.Tensor]:
+        n, k = real.train_labels.shape[0], real.num_classes
+        smallest = int(real.class_counts.min())
+        per_class = [min(smallest, max(1, round(f * n / k))) for f in torch.linspace(lo, hi, size).tolist()]
+        test_images, test_labels = real.test_set()
+        predictions = torch.empty(size, test_labels.shape[0], dtype=torch.int16)
+        for m in tqdm(range(size), desc="subset pool", disable=not progress):
+            generator = torch.Generator().manual_seed(seed * 100_003 + m)
+            pick = real.sample_per_class(per_class[m], generator).reshape(-1)
+            model = seeded_model(model_name, real, seed * 100_003 + m)
+            train_model(model, real.batch(pick), real.train_labels[pick], protocol, generator, device=device)
+            predictions[m] = predict(model, test_images, device).to(torch.int16)
+        return {"predictions": predictions, "accuracy": (predictions == test_labels).float().mean(1),
+                "per_class": torch.tensor(per_class)}
+
+    return cached_tensors(cache, real, "subset-pool", spec, seed, build)
+
+
+def early_pool(real: RealData, cache: RealModelCache, model_name: str, protocol: TrainConfig, runs: int,
+               iterations: int, seed: int, device: torch.device | str = "cpu",
+               progress: bool = True) -> dict[str, torch.Tensor]:
+    """``runs`` training runs on the whole real train split with test predictions after every
+    iteration 0..``iterations``: {"predictions" [runs, iterations + 1, n_test] int16, "accuracy"
+    [runs, iterations + 1]}."""
+    spec = {"model": model_name, "protocol": protocol.to_dict(), "runs": runs, "iterations": iterations}
+
+    def build() -> dict[str, torch.Tensor]:
+        images = real.batch(torch.arange(real.train_labels.shape[0]))
+        test_images, test_labels = real.test_set()
+        predictions = torch.empty(runs, iterations + 1, test_labels.shape[0], dtype=torch.int16)
+        bar = tqdm(total=runs * (iterations + 1), desc="early-stopped pool", disable=not progress)
+        for r in range(runs):
+            model = seeded_model(model_name, real, seed * 100_003 + r)
+            generator = torch.Generator().manual_seed(seed * 100_003 + r + 7919)
+            for t in training_steps(model, images, real.train_labels, protocol, generator, device=device,
+                                    steps=iterations):
+                predictions[r, t] = predict(model, test_images, device).to(torch.int16)
+                bar.update()
+        bar.close()
+        return {"predictions": predictions, "accuracy": (predictions == test_labels).float().mean(2)}
+
+    return cached_tensors(cache, real, "early-pool", spec, seed, build)
