@@ -55,8 +55,10 @@ def evaluation_markdown(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def render_card(dset: DistilledSet, repo_ref: str) -> str:
-    """The full README.md text for ``dset``; ``repo_ref`` is what the snippet passes to load_dataset."""
+def render_card(dset: DistilledSet, repo_ref: str, config_name: str | None = None, cli_ref: str | None = None) -> str:
+    """The full README.md text for ``dset``; ``repo_ref`` (and ``config_name``, for a set published
+    as a named config) is what the snippet passes to load_dataset, ``cli_ref`` what the distilkit
+    commands in the card take (default ``repo_ref``)."""
     from huggingface_hub import DatasetCardData
 
     from distilkit.methods import get_method
@@ -92,6 +94,7 @@ def render_card(dset: DistilledSet, repo_ref: str) -> str:
         mean=[round(m, 4) for m in dset.pixel_space.mean], std=[round(s, 4) for s in dset.pixel_space.std],
         label_kind="soft (`soft_label`, probabilities) and hard (`label`)" if dset.soft_labels is not None
         else "hard (`label`, ClassLabel)", learned_lr=dset.learned_lr, repo_ref=repo_ref,
+        config_name=config_name if config_name not in (None, "default") else None, cli_ref=cli_ref or repo_ref,
         target_column="soft_label" if dset.soft_labels is not None else "label",
         target_desc="float32 probabilities" if dset.soft_labels is not None else "int64 class ids",
         channels=c, feat_hw=feat_hw, train_lr=dset.learned_lr or 0.01,
