@@ -15,12 +15,16 @@ from distilkit.cli import cli
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--arg", "args", multiple=True, metavar="AUDIT.KEY=VALUE",
               help="Audit option, e.g. --arg mixing.seeds=3 --arg 'recognition.panel=[convnet]'.")
-def audit_command(set_path, source, only, preset, seed, args) -> None:
-    """Run the audits on SET; write audit/report.json, figures and the card's audit section."""
+@click.option("--push", is_flag=True, help="SET is a Hub repo: commit the card and audit files back to it.")
+@click.option("--token", help="Hub token [HF_TOKEN, else the huggingface_hub login].")
+def audit_command(set_path, source, only, preset, seed, args, push, token) -> None:
+    """Run the audits on SET (a folder or a Hub repo id); write audit/report.json, figures and the card's
+    audit section (into the folder, or with --push into the repo)."""
     from distilkit.audit import get_audit
     from distilkit.audit.report import REPORT_FILE, run_audits
     from distilkit.config import parse_key_values
     from distilkit.errors import DistilkitError
+    from distilkit.hub.repo import open_set, parse_set_ref
     from distilkit.runtime import make_accelerator
 
     names = [n.strip() for n in only.split(",") if n.strip()] if only else None
@@ -32,14 +36,25 @@ def audit_command(set_path, source, only, preset, seed, args) -> None:
         overrides.setdefault(audit, {})[option] = value
     for name in (names or []) + list(overrides):
         get_audit(name).resolve(preset, overrides.get(name))  # bad names/presets/options fail before any work
+    if push and parse_set_ref(set_path) is None:
+        raise DistilkitError(f"--push needs a Hub repo id as SET; {set_path} is a local folder (use publish)")
     accelerator = make_accelerator()
-    report = run_audits(set_path, only=names, preset=preset, seed=seed, source=source, accelerator=accelerator,
-                        overrides=overrides)
-    if accelerator.is_main_process:
-        for name, entry in report["audits"].items():
-            if names is None or name in names:
-                click.echo(f"[Q{entry['question']}] {name}: {entry['verdict']}")
-        click.echo(f"report: {set_path}/{REPORT_FILE}; card section updated in {set_path}/README.md")
+    with open_set(set_path, token, accelerator) as opened:
+        report = run_audits(opened.folder, only=names, preset=preset, seed=seed, source=source,
+                            accelerator=accelerator, overrides=overrides)
+        if accelerator.is_main_process:
+            for name, entry in report["audits"].items():
+                if names is None or name in names:
+                    click.echo(f"[Q{entry['question']}] {name}: {entry['verdict']}")
+            if push:
+                from distilkit.hub.publish import push_audit
+
+                sha = push_audit(opened.folder, opened.hub, opened.commit, token)
+                click.echo(f"pushed the audit to {opened.hub} (commit {sha[:10]})")
+            elif opened.is_hub:
+                click.echo(f"report not kept: {opened.hub} is a Hub repo; pass --push to commit it there")
+            else:
+                click.echo(f"report: {set_path}/{REPORT_FILE}; card section updated in {set_path}/README.md")
 
 
 @cli.command("audits")

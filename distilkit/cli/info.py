@@ -12,12 +12,16 @@ from distilkit.cli import cli
 @cli.command("info")
 @click.argument("set_path", metavar="SET")
 @click.option("--json", "as_json", is_flag=True, help="Print the card's distilkit metadata as JSON.")
-def info_command(set_path, as_json) -> None:
-    """Describe a distilled set: method, size, pixel space, provenance and evaluation results."""
+@click.option("--token", help="Hub token for private repos [HF_TOKEN, else the huggingface_hub login].")
+def info_command(set_path, as_json, token) -> None:
+    """Describe a distilled set (a folder or a Hub repo id): method, size, pixel space, provenance and
+    evaluation results."""
     from distilkit.distilled import DistilledSet
     from distilkit.hub.card import evaluation_markdown
+    from distilkit.hub.repo import open_set
 
-    dset = DistilledSet.load(set_path)
+    with open_set(set_path, token) as opened:
+        dset = DistilledSet.load(opened.folder)
     meta = dset.card_metadata()
     if as_json:
         click.echo(json.dumps(meta, indent=2, default=str))
