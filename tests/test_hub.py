@@ -1,0 +1,366 @@
+"""Share on the Hub: publish, load in a fresh process, audit --push, verify, and the failure modes.
+
+Every test talks HTTP through the real huggingface_hub and datasets clients, to the in-repo fake
+Hub (tests/hub_server.py) or, when DISTILKIT_LIVE_HUB_TOKEN is set, also to the real Hub (tests
+that inject failures or edit the server's state directly run against the fake Hub only).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from click.testing import CliRunner
+from hub_server import FakeHub
+
+from distilkit.cli import audit, cli, evaluate, info, publish, verify  # noqa: F401  (register commands)
+
+SECRET = "hf_writeTokenThatMustNeverLeak"
+LIVE_TOKEN = os.environ.get("DISTILKIT_LIVE_HUB_TOKEN")
+
+
+@dataclass
+class HubTarget:
+    """Where the tests publish: endpoint, a write token, a namespace, and the fake server (or None)."""
+
+    url: str
+    token: str
+    namespace: str
+    server: FakeHub | None
+
+    def new_repo(self, stem: str) -> str:
+        return f"{self.namespace}/distilkit-test-{stem}-{uuid.uuid4().hex[:8]}"
+
+    def card(self, repo_id: str) -> str:
+        from huggingface_hub import hf_hub_download
+
+        if self.server is not None:
+            return self.server.read(repo_id, "README.md").decode()
+        return Path(hf_hub_download(repo_id, "README.md", repo_type="dataset", token=self.token,
+                                    force_download=True)).read_text()
+
+    def files(self, repo_id: str) -> set[str]:
+        from huggingface_hub import HfApi
+
+        return set(HfApi(token=self.token).list_repo_files(repo_id, repo_type="dataset"))
+
+    def edit_card(self, repo_id: str, edit) -> None:
+        from huggingface_hub import HfApi
+
+        HfApi(token=self.token).upload_file(path_or_fileobj=edit(self.card(repo_id)).encode(), path_in_repo="README.md",
+                                            repo_id=repo_id, repo_type="dataset", commit_message="edit by hand")
+
+
+def _point_clients_at(monkeypatch, url: str) -> None:
+    """Undo conftest's offline mode for this test and aim both clients (and subprocesses) at ``url``."""
+    import datasets.config
+    import huggingface_hub.constants as hf_constants
+
+    monkeypatch.setattr(hf_constants, "ENDPOINT", url)
+    monkeypatch.setattr(hf_constants, "HUGGINGFACE_CO_URL_TEMPLATE", url + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hf_constants, "HF_HUB_DISABLE_XET", True)
+    monkeypatch.setattr(datasets.config, "HF_ENDPOINT", url)
+    monkeypatch.setattr(datasets.config, "HUB_DATASETS_URL", url + "/datasets/{repo_id}/resolve/{revision}/{path}")
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", False)
+    for key, value in {"HF_ENDPOINT": url, "HF_HUB_OFFLINE": "0", "HF_DATASETS_OFFLINE": "0",
+                       "HF_HUB_DISABLE_XET": "1"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+
+
+@pytest.fixture(params=["fake", "live"])
+def hub(request, monkeypatch):
+    if request.param == "live":
+        if not LIVE_TOKEN:
+            pytest.skip("set DISTILKIT_LIVE_HUB_TOKEN to run against the real Hub")
+        from huggingface_hub import HfApi
+
+        _point_clients_at(monkeypatch, "https://huggingface.co")
+        target = HubTarget("https://huggingface.co", LIVE_TOKEN, HfApi(token=LIVE_TOKEN).whoami()["name"], None)
+        yield target
+        api = HfApi(token=LIVE_TOKEN)
+        for repo in api.list_datasets(author=target.namespace, search="distilkit-test-"):
+            api.delete_repo(repo.id, repo_type="dataset", missing_ok=True)
+        return
+    server = FakeHub().start()
+    server.write_tokens = {SECRET}
+    _point_clients_at(monkeypatch, server.url)
+    yield HubTarget(server.url, SECRET, "distilkit-tests", server)
+    server.stop()
+
+
+@pytest.fixture
+def fake_hub(hub):
+    if hub.server is None:
+        pytest.skip("needs the fake Hub (failure injection or direct state edits)")
+    return hub
+
+
+@pytest.fixture(scope="module")
+def tiny_set(tmp_path_factory, embedded_real):
+    """20 images (2 per class) in normalised pixel space with soft labels, and an honest smoke claim."""
+    from distilkit.data.pixel_space import PixelSpace
+    from distilkit.data.sources import SourceConfig
+    from distilkit.distilled import DistilledSet
+    from distilkit.evaluate import evaluate_folder
+
+    real = embedded_real
+    idx = torch.cat([torch.nonzero(real.train_labels == c).flatten()[:2] for c in range(len(real.class_names))])
+    space = PixelSpace("normalized", [0.2860], [0.3530])
+    generator = torch.Generator().manual_seed(0)
+    images = space.from_uint8(real.train_images[idx]) + 0.1 * torch.randn(len(idx), 1, 28, 28, generator=generator)
+    soft = torch.softmax(4 * torch.nn.functional.one_hot(real.train_labels[idx], 10).float()
+                         + torch.randn(len(idx), 10, generator=generator), dim=1)
+    dset = DistilledSet(images=images, labels=real.train_labels[idx], class_names=real.class_names,
+                        pixel_space=space, method="random", ipc=2, soft_labels=soft,
+                        config={"method": "random", "ipc": 2, "source": SourceConfig().__dict__},
+                        source=real.info, provenance={"seed": 0, "distilkit_version": "test", "preset": "smoke"})
+    folder = tmp_path_factory.mktemp("sets") / "tiny"
+    dset.save(folder)
+    evaluate_folder(folder, runs=2, preset="smoke")
+    return folder
+
+
+def run_cli(*args: str):
+    result = CliRunner().invoke(cli, list(args))
+    assert "Traceback" not in result.output, result.output
+    return result
+
+
+def one_error_line(result, *needles: str) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.exit_code == 2, result.output
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    assert SECRET not in result.output
+    return lines[0]
+
+
+def folder_digest(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        digest.update(path.relative_to(folder).as_posix().encode())
+        if path.is_file():
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def fresh_python(script: str, cwd: Path) -> subprocess.CompletedProcess:
+    """Run ``script`` in a new interpreter (new caches, the endpoint from the environment)."""
+    env = {**os.environ, "HF_HOME": str(cwd / "hf-home"), "HF_DATASETS_CACHE": str(cwd / "hf-datasets")}
+    return subprocess.run([sys.executable, "-c", script], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+def publish_tiny(hub: HubTarget, tiny_set: Path, stem: str, *extra: str) -> str:
+    repo_id = hub.new_repo(stem)
+    result = run_cli("publish", str(tiny_set), repo_id, "--token", hub.token, *extra)
+    assert result.exit_code == 0, result.output
+    assert hub.token not in result.output
+    return repo_id
+
+
+# ------------------------------------------------------------------------------------ happy paths
+def test_publish_then_load_in_a_fresh_process_is_bit_exact(hub, tiny_set, tmp_path):
+    from distilkit.distilled import DistilledSet
+
+    before = folder_digest(tiny_set)
+    repo_id = publish_tiny(hub, tiny_set, "load")
+    result = run_cli("publish", str(tiny_set), repo_id, "--config-name", "ipc2", "--token", hub.token)
+    assert result.exit_code == 0, result.output
+    assert folder_digest(tiny_set) == before
+    files = hub.files(repo_id)
+    assert {"README.md", "preview.png", "distilkit_recipe.yaml", "ipc2/preview.png"} <= files
+    assert any(re.fullmatch(r"data/train-.*\.parquet", f) for f in files)
+    assert any(re.fullmatch(r"ipc2/train-.*\.parquet", f) for f in files)
+    card = hub.card(repo_id)
+    assert hub.token not in card and card.count("<!-- distilkit:set:start -->") == 1
+    assert card.count("<!-- distilkit:set:ipc2:start -->") == 1
+
+    script = textwrap.dedent(f"""
+        import json, numpy as np
+        from datasets import load_dataset
+        from huggingface_hub import DatasetCard
+        out = {{}}
+        for config in ("default", "ipc2"):
+            ds = load_dataset({repo_id!r}, config, split="train").with_format("numpy")
+            out[config] = {{k: ds[:][k] for k in ("image", "label", "soft_label")}}
+        np.savez("loaded.npz", **{{f"{{c}}_{{k}}": v for c, d in out.items() for k, v in d.items()}})
+        meta = DatasetCard.load({repo_id!r}, repo_type="dataset").data["distilkit"]
+        json.dump({{"default": meta["pixel_space"], "ipc2": meta["configs"]["ipc2"]["pixel_space"]}},
+                  open("facts.json", "w"))
+    """)
+    proc = fresh_python(script, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    local = DistilledSet.load(tiny_set)
+    loaded = np.load(tmp_path / "loaded.npz")
+    facts = json.loads((tmp_path / "facts.json").read_text())
+    for config in ("default", "ipc2"):
+        assert loaded[f"{config}_image"].dtype == np.float32
+        assert np.array_equal(loaded[f"{config}_image"], local.images.numpy())
+        assert np.array_equal(loaded[f"{config}_label"], local.labels.numpy())
+        assert np.array_equal(loaded[f"{config}_soft_label"], local.soft_labels.numpy())
+        assert facts[config] == local.pixel_space.to_card()
+
+    result = run_cli("info", f"hf://datasets/{repo_id}/ipc2", "--token", hub.token)
+    assert result.exit_code == 0 and "random (IPC 2, 20 images, 10 classes)" in result.output, result.output
+    result = run_cli("info", repo_id)  # two configs; the default one is picked
+    assert result.exit_code == 0, result.output
+
+
+def test_card_snippet_runs_as_written(hub, tiny_set, tmp_path):
+    repo_id = publish_tiny(hub, tiny_set, "snippet")
+    card = hub.card(repo_id)
+    snippet = re.search(r"## How to use\s+```python\n(.*?)```", card, re.DOTALL).group(1)
+    assert f'load_dataset("{repo_id}", split="train")' in snippet
+    proc = fresh_python(snippet, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "final training loss" in proc.stdout
+
+
+def test_publish_keeps_what_the_repo_card_already_has(fake_hub, tiny_set):
+    repo_id = fake_hub.new_repo("merge")
+    fake_hub.server.create_repo(repo_id, {"README.md": b"---\nlicense: cc-by-4.0\nmaintainer_note: keep me\n"
+                                                       b"tags:\n- mine\n---\n\nHand-written introduction.\n"})
+    publish_tiny_to(fake_hub, tiny_set, repo_id)
+    card = fake_hub.card(repo_id)
+    data = yaml.safe_load(card.split("---")[1])
+    assert data["license"] == "cc-by-4.0" and data["maintainer_note"] == "keep me"
+    assert data["tags"][0] == "mine" and "dataset-distillation" in data["tags"]
+    assert data["distilkit"]["method"] == "random" and data["configs"][0]["config_name"] == "default"
+    assert "Hand-written introduction." in card and "## How to use" in card
+
+
+def publish_tiny_to(hub: HubTarget, tiny_set: Path, repo_id: str) -> None:
+    result = run_cli("publish", str(tiny_set), repo_id, "--token", hub.token)
+    assert result.exit_code == 0, result.output
+
+
+def test_audit_push_is_race_safe_and_keeps_others_text(hub, tiny_set):
+    repo_id = publish_tiny(hub, tiny_set, "audit")
+    note = "A note someone added while the audit ran."
+    if hub.server is not None:  # someone commits between our download and our card commit -> HTTP 412
+        hub.server.on_next_commit(repo_id, lambda: hub.server.commit(
+            repo_id, {"README.md": hub.server.read(repo_id, "README.md") + f"\n{note}\n".encode()}))
+    else:
+        hub.edit_card(repo_id, lambda text: text + f"\n{note}\n")
+    for _ in range(2):
+        result = run_cli("audit", repo_id, "--push", "--only", "pixels", "--preset", "smoke", "--token", hub.token)
+        assert result.exit_code == 0, result.output
+        assert "pushed the audit" in result.output
+    card = hub.card(repo_id)
+    assert note in card
+    assert card.count("<!-- distilkit:audit:start -->") == 1 and card.count("<!-- distilkit:audit:end -->") == 1
+    assert "No audits yet" not in card
+    assert "pixels" in yaml.safe_load(card.split("---")[1])["distilkit"]["audits"]
+    assert "audit/report.json" in hub.files(repo_id)
+    if hub.server is not None:
+        report = json.loads(hub.server.read(repo_id, "audit/report.json"))
+        assert report["set"] == f"hf://datasets/{repo_id}"
+
+
+def test_verify_passes_an_honest_card_and_fails_an_inflated_one(hub, tiny_set):
+    repo_id = publish_tiny(hub, tiny_set, "verify")
+    result = run_cli("verify", repo_id, "--token", hub.token)
+    assert result.exit_code == 0, result.output
+    assert "holds" in result.output and "every claim holds" in result.output
+
+    def inflate(text: str) -> str:
+        return re.sub(r"(\n    mean: )([0-9.]+)", lambda m: f"{m[1]}{min(1.0, float(m[2]) + 0.2):.6f}", text, count=1)
+
+    if hub.server is not None:
+        hub.server.commit(repo_id, {"README.md": inflate(hub.server.read(repo_id, "README.md").decode()).encode()})
+    else:
+        hub.edit_card(repo_id, inflate)
+    result = run_cli("verify", f"hf://datasets/{repo_id}", "--token", hub.token)
+    assert result.exit_code == 1, result.output
+    assert "DOES NOT HOLD" in result.output
+
+
+# ---------------------------------------------------------------------------------- failure modes
+def test_wrong_or_read_only_token_is_one_line(fake_hub, tiny_set):
+    fake_hub.server.read_tokens = {"hf_readOnlyToken"}
+    before = folder_digest(tiny_set)
+    repo_id = fake_hub.new_repo("auth")
+    result = run_cli("publish", str(tiny_set), repo_id, "--token", "hf_wrongTokenValue")
+    line = one_error_line(result, "HTTP 401")
+    assert "hf_wrongTokenValue" not in result.output and "hf_wrongTokenValue" not in line
+    fake_hub.server.create_repo(repo_id)
+    result = run_cli("publish", str(tiny_set), repo_id, "--token", "hf_readOnlyToken")
+    one_error_line(result, "HTTP 403")
+    assert "hf_readOnlyToken" not in result.output
+    assert folder_digest(tiny_set) == before
+
+
+def test_token_from_environment_is_used_and_never_shown(fake_hub, tiny_set, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", SECRET)
+    repo_id = fake_hub.new_repo("envtoken")
+    result = run_cli("publish", str(tiny_set), repo_id)
+    assert result.exit_code == 0 and SECRET not in result.output, result.output
+    assert all(token in (None, SECRET) for _, _, token in fake_hub.server.requests)
+    for path, data in fake_hub.server.repos[repo_id].resolve("main").files.items():
+        assert SECRET.encode() not in data, path
+
+
+def test_repo_not_found_is_one_line(fake_hub):
+    for command in ("info", "verify", "evaluate", "audit"):
+        one_error_line(run_cli(command, f"{fake_hub.namespace}/no-such-set"), "not found")
+    fake_hub.server.fail("GET", r"/api/datasets/", 404)
+    one_error_line(run_cli("info", f"hf://datasets/{fake_hub.namespace}/hidden"), "not found")
+
+
+def test_network_failure_mid_upload_is_one_line(fake_hub, tiny_set):
+    before = folder_digest(tiny_set)
+    repo_id = fake_hub.new_repo("drop")
+    fake_hub.server.fail("POST", r"/commit/", "drop")
+    result = run_cli("publish", str(tiny_set), repo_id, "--token", fake_hub.token)
+    one_error_line(result, "network failure")
+    assert folder_digest(tiny_set) == before
+    assert not any(p.endswith(".parquet") for p in fake_hub.server.repos[repo_id].resolve("main").files)
+    # dropped on the second commit (card and artifacts): the line says the data went up and what to do
+    fake_hub.server.on_next_commit(repo_id, lambda: fake_hub.server.fail("POST", r"/commit/", "drop"))
+    result = run_cli("publish", str(tiny_set), repo_id, "--token", fake_hub.token)
+    one_error_line(result, "network failure", "data was pushed", "run publish again")
+    files = fake_hub.server.repos[repo_id].resolve("main").files
+    assert any(p.endswith(".parquet") for p in files) and "preview.png" not in files
+    assert folder_digest(tiny_set) == before
+
+
+def test_hub_card_that_is_not_valid_yaml(fake_hub, tiny_set):
+    repo_id = fake_hub.new_repo("badyaml")
+    fake_hub.server.create_repo(repo_id, {"README.md": b"---\nlicense: [mit\ndistilkit: {\n---\n# broken\n"})
+    commits = len(fake_hub.server.repos[repo_id].commits)
+    one_error_line(run_cli("publish", str(tiny_set), repo_id, "--token", fake_hub.token), "not valid YAML")
+    assert len(fake_hub.server.repos[repo_id].commits) == commits and not fake_hub.server.lfs_objects
+    for command in ("verify", "info", "audit"):
+        one_error_line(run_cli(command, repo_id), "YAML")
+
+
+def test_repo_that_is_not_a_distilkit_set(fake_hub):
+    repo_id = fake_hub.new_repo("foreign")
+    fake_hub.server.create_repo(repo_id, {"README.md": b"---\nlicense: mit\n---\n# Someone's dataset\n",
+                                          "data/train-00000-of-00001.parquet": b"PAR1"})
+    for args in (("verify", repo_id), ("audit", repo_id, "--push", "--preset", "smoke"), ("info", repo_id)):
+        one_error_line(run_cli(*args), "not a distilkit set")
+    assert len(fake_hub.server.repos[repo_id].commits) == 1
+
+
+def test_push_needs_a_repo_and_bad_config_names_fail_early(tiny_set):
+    one_error_line(run_cli("audit", str(tiny_set), "--push"), "--push needs a Hub repo id")
+    one_error_line(run_cli("publish", str(tiny_set), "no-namespace"), "not a repo id")
+    one_error_line(run_cli("publish", str(tiny_set), "a/b", "--config-name", "data"), "--config-name")
