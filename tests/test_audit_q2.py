@@ -127,3 +127,15 @@ def test_q2_report_pools_are_cached_and_card_has_the_question(smoke_set, acceler
     assert again.misses == 0 and again.hits == 2  # both pools came back from the cache
     saved = json.loads((folder / "audit" / "report.json").read_text())
     assert saved["audits"]["agreement"]["summary"] == agreement  # same seed, same result
+
+
+def test_test_split_is_a_seeded_class_balanced_subsample(embedded_real):
+    from distilkit.audit.real_runs import test_split
+
+    images, labels = test_split(embedded_real, 50, seed=3)
+    assert images.shape[0] == 50 and torch.bincount(labels).tolist() == [5] * 10
+    again, _ = test_split(embedded_real, 50, seed=3)
+    other, _ = test_split(embedded_real, 50, seed=4)
+    assert torch.equal(images, again) and not torch.equal(images, other)
+    full, full_labels = test_split(embedded_real, None, seed=3)
+    assert full_labels.shape[0] == embedded_real.test_labels.shape[0]

@@ -27,3 +27,15 @@ def test_distill_and_evaluate_example(tmp_path):
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "float32 images in the normalized pixel space" in done.stdout
+
+
+def test_bench_curvature_runs_on_tiny_settings(tmp_path):
+    out = tmp_path / "curvature.json"
+    cmd = [sys.executable, str(EXAMPLES / "bench_curvature.py"), "--model", "convnet-w8-d2", "--sets", "20",
+           "--probes", "2", "--probe-batch", "2", "--out", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["mode"] for r in rows] == ["per-probe", "loop", "vmap"]
+    assert all(r["probes"] == 2 and r["s_per_probe"] > 0 for r in rows)
+    assert all(abs(r["trace"] - rows[0]["trace"]) <= 1e-4 * abs(rows[0]["trace"]) for r in rows)  # same probes

@@ -6,9 +6,12 @@ of 0.5–5 % of the train split, (b) runs on the full real train split, looked a
 iteration of their first ``early_iterations`` iterations. Agreement is the fraction of test images
 on which two models' argmax predictions are equal.
 
-Accuracy matching is automatic: for every run of (b) the iteration whose test accuracy is closest
-to the distilled-trained model's (ties: the earliest); from (a) the members within ``tolerance`` of
-it. The study found the early-stopped models agree more, for every method (e.g. DM .575 vs .47).
+Predictions are compared on the real test split, or with ``test_subsample`` on a seeded
+class-balanced subsample of it (the ``cpu`` preset: 500 images, since the early-stopped pool
+predicts the test images after every iteration). Accuracy matching is automatic: for every run of
+(b) the iteration whose test accuracy is closest to the distilled-trained model's (ties: the
+earliest); from (a) the members within ``tolerance`` of it. The study found the early-stopped
+models agree more, for every method (e.g. DM .575 vs .47).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from distilkit.audit.real_runs import (
     early_pool,
     predict,
     subset_pool,
+    test_split,
     train_on_distilled,
 )
 from distilkit.audit.registry import AuditContext, AuditResult, Table, register_audit
@@ -43,15 +47,15 @@ def early_window(spec: int | str, real: RealData, batch_size: int) -> int:
     "agreement", question=2, summary="prediction agreement with early-stopped vs subset-trained real models",
     defaults={"model": "convnet", "distilled_protocol": STUDY_DISTILLED, "real_protocol": STUDY_REAL,
               "subset_pool": 520, "subset_fractions": [0.005, 0.05], "subset_epochs": 100,
-              "early_runs": 30, "early_iterations": "epoch", "tolerance": 0.02},
-    presets={"cpu": {"model": "convnet-w32", "subset_pool": 24, "subset_epochs": 50, "early_runs": 4,
-                     "early_iterations": 200},
+              "early_runs": 30, "early_iterations": "epoch", "tolerance": 0.02, "test_subsample": None},
+    presets={"cpu": {"model": "convnet-w32", "subset_pool": 16, "subset_epochs": 50, "early_runs": 3,
+                     "early_iterations": 120, "tolerance": 0.03, "test_subsample": 500},
              "smoke": {"model": "convnet-w8-d2", "distilled_protocol": {**STUDY_DISTILLED, "iterations": 5},
                        "subset_pool": 3, "subset_epochs": 2, "early_runs": 2, "early_iterations": 4,
                        "tolerance": 1.0}},
 )
 def audit_agreement(dset: DistilledSet, real: RealData, cfg: dict, ctx: AuditContext) -> AuditResult:
-    test_images, test_labels = real.test_set()
+    test_images, test_labels = test_split(real, cfg["test_subsample"], ctx.seed)
     distilled_protocol = TrainConfig(model=cfg["model"], **cfg["distilled_protocol"])
     model = train_on_distilled(dset, real, cfg["model"], distilled_protocol, ctx.seed, ctx.device)
     distilled_pred = predict(model, test_images, ctx.device)
@@ -62,7 +66,7 @@ def audit_agreement(dset: DistilledSet, real: RealData, cfg: dict, ctx: AuditCon
     real_protocol = TrainConfig(model=cfg["model"], **cfg["real_protocol"])
     window = early_window(cfg["early_iterations"], real, real_protocol.batch_size or real.train_labels.shape[0])
     early = early_pool(real, ctx.models, cfg["model"], real_protocol, cfg["early_runs"], window, ctx.seed,
-                       ctx.device, progress)
+                       cfg["test_subsample"], ctx.device, progress)
     early_agree_all = (early["predictions"] == distilled_pred).float().mean(2)  # [runs, window + 1]
     gaps = (early["accuracy"] - distilled_acc).abs()
     matched_iteration = gaps.argmin(1)  # argmin returns the first minimum: the earliest iteration
@@ -72,7 +76,7 @@ def audit_agreement(dset: DistilledSet, real: RealData, cfg: dict, ctx: AuditCon
 
     subset_protocol = TrainConfig(model=cfg["model"], **{**cfg["real_protocol"], "epochs": cfg["subset_epochs"]})
     subsets = subset_pool(real, ctx.models, cfg["model"], subset_protocol, cfg["subset_pool"],
-                          tuple(cfg["subset_fractions"]), ctx.seed, ctx.device, progress)
+                          tuple(cfg["subset_fractions"]), ctx.seed, cfg["test_subsample"], ctx.device, progress)
     subset_agree_all = (subsets["predictions"] == distilled_pred).float().mean(1)
     subset_gap = (subsets["accuracy"] - distilled_acc).abs()
     matched = subset_gap <= tol
@@ -95,7 +99,7 @@ def audit_agreement(dset: DistilledSet, real: RealData, cfg: dict, ctx: AuditCon
         "subset/pool": int(subset_gap.shape[0]), "subset/matched": int(matched.sum()),
         "subset/accuracy_range": [round(subsets["accuracy"].min().item(), 4),
                                   round(subsets["accuracy"].max().item(), 4)],
-        "tolerance": tol,
+        "tolerance": tol, "test_images": int(test_labels.shape[0]),
     }
     difference = None
     if summary["early/agreement_mean"] is not None and summary["subset/agreement_mean"] is not None:

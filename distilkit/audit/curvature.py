@@ -38,7 +38,7 @@ def ema(values: list[float], decay: float) -> list[float]:
     defaults={"model": "convnet", "protocol": STUDY_REAL, "iterations": "0:301:1", "real_subsample": 2560,
               "max_probes": 100, "tolerance": 1e-3, "probe_batch": 10, "chunk_size": 512, "ema": 0.9,
               "top_eigenvalue": False, "eigen_iterations": 50, "eigen_tolerance": 1e-3},
-    presets={"cpu": {"model": "convnet-w32", "iterations": "0:301:20", "real_subsample": 500, "max_probes": 20,
+    presets={"cpu": {"model": "convnet-w32", "iterations": "0:301:30", "real_subsample": 300, "max_probes": 10,
                      "tolerance": 1e-2},
              "smoke": {"model": "convnet-w8-d2", "iterations": [0, 2, 4], "real_subsample": 40, "max_probes": 4,
                        "tolerance": 1e-2, "probe_batch": 2, "ema": 0.5}},

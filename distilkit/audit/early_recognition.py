@@ -2,7 +2,8 @@
 
 One model is trained on the real train split (the study's protocol: SGD lr 0.01, momentum 0.9,
 batch 256, no augmentation); before the first and after every iteration its accuracy on the
-distilled images (their hard labels) and on the real test split is recorded.
+distilled images (their hard labels) and on the real test split (or, with ``test_subsample``, a
+seeded class-balanced subsample of it) is recorded.
 
 Plateau rule (stored in the report with its parameters): smooth the distilled-set accuracy with a
 trailing moving average over ``window`` iterations; the plateau iteration is the first iteration at
@@ -18,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from distilkit.audit.common import pyplot, save_figure
-from distilkit.audit.real_runs import STUDY_REAL, predict, seeded_model
+from distilkit.audit.real_runs import STUDY_REAL, predict, seeded_model, test_split
 from distilkit.audit.registry import AuditContext, AuditResult, Table, register_audit
 from distilkit.data.real import RealData
 from distilkit.distilled import DistilledSet
@@ -41,14 +42,14 @@ def plateau_iteration(distilled_accuracy: torch.Tensor, window: int, tolerance: 
 @register_audit(
     "early-recognition", question=2, summary="distilled-set accuracy along real training vs real test accuracy",
     defaults={"model": "convnet", "protocol": STUDY_REAL, "iterations": 300, "window": 10,
-              "plateau_tolerance": 0.02},
-    presets={"cpu": {"model": "convnet-w32"},
+              "plateau_tolerance": 0.02, "test_subsample": None},
+    presets={"cpu": {"model": "convnet-w32", "test_subsample": 500},
              "smoke": {"model": "convnet-w8-d2", "iterations": 6, "window": 2}},
 )
 def audit_early_recognition(dset: DistilledSet, real: RealData, cfg: dict, ctx: AuditContext) -> AuditResult:
     protocol = TrainConfig(model=cfg["model"], **cfg["protocol"])
     steps, window, tol = int(cfg["iterations"]), int(cfg["window"]), float(cfg["plateau_tolerance"])
-    test_images, test_labels = real.test_set()
+    test_images, test_labels = test_split(real, cfg["test_subsample"], ctx.seed)
     model = seeded_model(cfg["model"], real, ctx.seed)
     images = real.batch(torch.arange(real.train_labels.shape[0]))
     distilled_acc = torch.empty(steps + 1)
@@ -65,8 +66,9 @@ def audit_early_recognition(dset: DistilledSet, real: RealData, cfg: dict, ctx: 
     smooth_distilled, smooth_test = trailing_mean(distilled_acc, window), trailing_mean(test_acc, window)
     perfect = torch.nonzero(distilled_acc >= 1.0)
     summary = {
-        "iterations": steps, "plateau_rule": f"first iteration where the {window}-iteration trailing mean of "
-                                             f"distilled-set accuracy is within {tol} of its maximum",
+        "iterations": steps, "test_images": int(test_labels.shape[0]),
+        "plateau_rule": f"first iteration where the {window}-iteration trailing mean of distilled-set accuracy "
+                        f"is within {tol} of its maximum",
         "plateau_iteration": plateau,
         "distilled_accuracy_at_plateau": round(smooth_distilled[plateau].item(), 4),
         "distilled_accuracy_end": round(smooth_distilled[-1].item(), 4),

@@ -57,6 +57,20 @@ def parse_iterations(spec: str | list[int] | int) -> list[int]:
     return sorted(set(values))
 
 
+def test_split(real: RealData, subsample: int | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The real test split, or a seeded class-balanced subsample of about ``subsample`` images of it."""
+    images, labels = real.test_set()
+    if subsample is None or subsample >= labels.shape[0]:
+        return images, labels
+    per_class = max(1, subsample // real.num_classes)
+    keys = torch.rand(labels.shape[0], generator=torch.Generator().manual_seed(seed))
+    order = torch.argsort(labels.double() * 2 + keys.double())  # by class, random within a class
+    counts = torch.bincount(labels, minlength=real.num_classes)
+    position = torch.arange(labels.shape[0]) - (torch.cumsum(counts, 0) - counts)[labels[order]]
+    keep = torch.sort(order[position < per_class]).values
+    return images[keep], labels[keep]
+
+
 def train_on_distilled(dset: DistilledSet, real: RealData, model_name: str, protocol: TrainConfig, seed: int,
                        device: torch.device | str = "cpu") -> nn.Module:
     """A fresh model trained on the distilled set (its soft labels if it has them)."""
@@ -67,22 +81,23 @@ def train_on_distilled(dset: DistilledSet, real: RealData, model_name: str, prot
 
 
 def subset_pool(real: RealData, cache: RealModelCache, model_name: str, protocol: TrainConfig, size: int,
-                fractions: tuple[float, float], seed: int, device: torch.device | str = "cpu",
-                progress: bool = True) -> dict[str, torch.Tensor]:
+                fractions: tuple[float, float], seed: int, test_subsample: int | None = None,
+                device: torch.device | str = "cpu", progress: bool = True) -> dict[str, torch.Tensor]:
     """``size`` models, each trained on a random class-balanced real subset; their test predictions.
 
     Subset sizes are evenly spaced over ``fractions`` (of the train split), at least one image per
     class and at most the smallest class. Returns {"predictions" [size, n_test] int16, "accuracy"
-    [size], "per_class" [size] (images per class)}.
+    [size], "per_class" [size] (images per class)}, predictions on :func:`test_split`.
     """
     lo, hi = fractions
-    spec = {"model": model_name, "protocol": protocol.to_dict(), "size": size, "fractions": [lo, hi]}
+    spec = {"model": model_name, "protocol": protocol.to_dict(), "size": size, "fractions": [lo, hi],
+            "test_subsample": test_subsample}
 
     def build() -> dict[str, torch.Tensor]:
         n, k = real.train_labels.shape[0], real.num_classes
         smallest = int(real.class_counts.min())
         per_class = [min(smallest, max(1, round(f * n / k))) for f in torch.linspace(lo, hi, size).tolist()]
-        test_images, test_labels = real.test_set()
+        test_images, test_labels = test_split(real, test_subsample, seed)
         predictions = torch.empty(size, test_labels.shape[0], dtype=torch.int16)
         for m in tqdm(range(size), desc="subset pool", disable=not progress):
             generator = torch.Generator().manual_seed(seed * 100_003 + m)
@@ -97,16 +112,17 @@ def subset_pool(real: RealData, cache: RealModelCache, model_name: str, protocol
 
 
 def early_pool(real: RealData, cache: RealModelCache, model_name: str, protocol: TrainConfig, runs: int,
-               iterations: int, seed: int, device: torch.device | str = "cpu",
+               iterations: int, seed: int, test_subsample: int | None = None, device: torch.device | str = "cpu",
                progress: bool = True) -> dict[str, torch.Tensor]:
     """``runs`` training runs on the whole real train split with test predictions after every
     iteration 0..``iterations``: {"predictions" [runs, iterations + 1, n_test] int16, "accuracy"
-    [runs, iterations + 1]}."""
-    spec = {"model": model_name, "protocol": protocol.to_dict(), "runs": runs, "iterations": iterations}
+    [runs, iterations + 1]}, predictions on :func:`test_split`."""
+    spec = {"model": model_name, "protocol": protocol.to_dict(), "runs": runs, "iterations": iterations,
+            "test_subsample": test_subsample}
 
     def build() -> dict[str, torch.Tensor]:
         images = real.batch(torch.arange(real.train_labels.shape[0]))
-        test_images, test_labels = real.test_set()
+        test_images, test_labels = test_split(real, test_subsample, seed)
         predictions = torch.empty(runs, iterations + 1, test_labels.shape[0], dtype=torch.int16)
         bar = tqdm(total=runs * (iterations + 1), desc="early-stopped pool", disable=not progress)
         for r in range(runs):
