@@ -176,7 +176,7 @@ def publish_tiny(hub: HubTarget, tiny_set: Path, stem: str, *extra: str) -> str:
 
 
 # ------------------------------------------------------------------------------------ happy paths
-def test_publish_then_load_in_a_fresh_process_is_bit_exact(hub, tiny_set, tmp_path):
+def test_publish_then_load_in_a_fresh_process_is_bit_exact_and_the_card_snippet_runs(hub, tiny_set, tmp_path):
     from distilkit.distilled import DistilledSet
 
     before = folder_digest(tiny_set)
@@ -191,6 +191,9 @@ def test_publish_then_load_in_a_fresh_process_is_bit_exact(hub, tiny_set, tmp_pa
     card = hub.card(repo_id)
     assert hub.token not in card and card.count("<!-- distilkit:set:start -->") == 1
     assert card.count("<!-- distilkit:set:ipc2:start -->") == 1
+    snippets = re.findall(r"## How to use\s+```python\n(.*?)```", card, re.DOTALL)
+    assert f'load_dataset("{repo_id}", split="train")' in snippets[0]
+    assert f'load_dataset("{repo_id}", "ipc2", split="train")' in snippets[1]
 
     script = textwrap.dedent(f"""
         import json, numpy as np
@@ -204,9 +207,10 @@ def test_publish_then_load_in_a_fresh_process_is_bit_exact(hub, tiny_set, tmp_pa
         meta = DatasetCard.load({repo_id!r}, repo_type="dataset").data["distilkit"]
         json.dump({{"default": meta["pixel_space"], "ipc2": meta["configs"]["ipc2"]["pixel_space"]}},
                   open("facts.json", "w"))
-    """)
+    """) + snippets[1]  # the card's own "how to use" snippet, verbatim, in the same fresh process
     proc = fresh_python(script, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "final training loss" in proc.stdout
     local = DistilledSet.load(tiny_set)
     loaded = np.load(tmp_path / "loaded.npz")
     facts = json.loads((tmp_path / "facts.json").read_text())
@@ -223,16 +227,6 @@ def test_publish_then_load_in_a_fresh_process_is_bit_exact(hub, tiny_set, tmp_pa
     assert result.exit_code == 0, result.output
 
 
-def test_card_snippet_runs_as_written(hub, tiny_set, tmp_path):
-    repo_id = publish_tiny(hub, tiny_set, "snippet")
-    card = hub.card(repo_id)
-    snippet = re.search(r"## How to use\s+```python\n(.*?)```", card, re.DOTALL).group(1)
-    assert f'load_dataset("{repo_id}", split="train")' in snippet
-    proc = fresh_python(snippet, tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "final training loss" in proc.stdout
-
-
 def test_publish_keeps_what_the_repo_card_already_has(fake_hub, tiny_set):
     repo_id = fake_hub.new_repo("merge")
     fake_hub.server.create_repo(repo_id, {"README.md": b"---\nlicense: cc-by-4.0\nmaintainer_note: keep me\n"
@@ -244,6 +238,19 @@ def test_publish_keeps_what_the_repo_card_already_has(fake_hub, tiny_set):
     assert data["tags"][0] == "mine" and "dataset-distillation" in data["tags"]
     assert data["distilkit"]["method"] == "random" and data["configs"][0]["config_name"] == "default"
     assert "Hand-written introduction." in card and "## How to use" in card
+    publish_tiny_to(fake_hub, tiny_set, repo_id)  # publishing again replaces our block, keeps the rest
+    card = fake_hub.card(repo_id)
+    assert card.count("<!-- distilkit:set:start -->") == 1 and card.count("## How to use") == 1
+    assert "Hand-written introduction." in card and "maintainer_note: keep me" in card
+
+
+def test_publish_to_a_branch(fake_hub, tiny_set):
+    repo_id = publish_tiny(fake_hub, tiny_set, "branch", "--revision", "dev", "--config-name", "ipc2")
+    assert not any(p.endswith(".parquet") for p in fake_hub.server.repos[repo_id].resolve("main").files)
+    assert "ipc2/preview.png" in fake_hub.server.repos[repo_id].resolve("dev").files
+    result = run_cli("info", f"hf://datasets/{repo_id}@dev/ipc2")
+    assert result.exit_code == 0 and "IPC 2" in result.output, result.output
+    assert f"hf://datasets/{repo_id}@dev/ipc2" in fake_hub.server.read(repo_id, "README.md", "dev").decode()
 
 
 def publish_tiny_to(hub: HubTarget, tiny_set: Path, repo_id: str) -> None:
@@ -339,6 +346,19 @@ def test_network_failure_mid_upload_is_one_line(fake_hub, tiny_set):
     files = fake_hub.server.repos[repo_id].resolve("main").files
     assert any(p.endswith(".parquet") for p in files) and "preview.png" not in files
     assert folder_digest(tiny_set) == before
+
+
+def test_failed_download_leaves_no_trusted_cache(fake_hub, tiny_set):
+    from distilkit.hub.repo import hub_cache_dir
+
+    repo_id = publish_tiny(fake_hub, tiny_set, "download")
+    fake_hub.server.fail("GET", r"/resolve/.*\.parquet$", 403, times=None)
+    one_error_line(run_cli("info", repo_id), "HTTP 403")
+    repo_cache = hub_cache_dir() / repo_id.replace("/", "--")
+    leftovers = [p.name for p in repo_cache.iterdir() if p.name != "refs"] if repo_cache.exists() else []
+    assert leftovers == []
+    fake_hub.server.failures.clear()
+    assert run_cli("info", repo_id).exit_code == 0
 
 
 def test_hub_card_that_is_not_valid_yaml(fake_hub, tiny_set):

@@ -90,7 +90,7 @@ def publish_set(folder: str | Path, repo_id: str, config_name: str = DEFAULT_CON
                 token: str | None = None, revision: str | None = None) -> Published:
     """Push the set in ``folder`` to dataset repo ``repo_id`` as config ``config_name``."""
     from huggingface_hub import HfApi
-    from huggingface_hub.errors import RepositoryNotFoundError
+    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
 
     from distilkit.hub.card import render_card
 
@@ -110,9 +110,8 @@ def publish_set(folder: str | Path, repo_id: str, config_name: str = DEFAULT_CON
         try:  # fail before uploading anything when the card on the Hub cannot be merged
             head = api.repo_info(repo_id, repo_type="dataset", revision=revision).sha
             split_card(read_hub_card(api, repo_id, head), target)
-        except RepositoryNotFoundError:
-            if revision is not None:
-                raise
+        except (RepositoryNotFoundError, RevisionNotFoundError):
+            pass  # push_to_hub creates the repo (and the branch)
     with hub_call("publish to", target, token):
         data_commit = dset.to_dataset().push_to_hub(
             repo_id, config_name=config_name, private=private, token=token, revision=revision,
