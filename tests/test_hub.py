@@ -15,7 +15,7 @@ import subprocess
 import sys
 import textwrap
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -39,9 +39,11 @@ class HubTarget:
     token: str
     namespace: str
     server: FakeHub | None
+    created: list[str] = field(default_factory=list)
 
     def new_repo(self, stem: str) -> str:
-        return f"{self.namespace}/distilkit-test-{stem}-{uuid.uuid4().hex[:8]}"
+        self.created.append(f"{self.namespace}/distilkit-test-{stem}-{uuid.uuid4().hex[:8]}")
+        return self.created[-1]
 
     def card(self, repo_id: str) -> str:
         from huggingface_hub import hf_hub_download
@@ -92,9 +94,8 @@ def hub(request, monkeypatch):
         _point_clients_at(monkeypatch, "https://huggingface.co")
         target = HubTarget("https://huggingface.co", LIVE_TOKEN, HfApi(token=LIVE_TOKEN).whoami()["name"], None)
         yield target
-        api = HfApi(token=LIVE_TOKEN)
-        for repo in api.list_datasets(author=target.namespace, search="distilkit-test-"):
-            api.delete_repo(repo.id, repo_type="dataset", missing_ok=True)
+        for repo_id in target.created:
+            HfApi(token=LIVE_TOKEN).delete_repo(repo_id, repo_type="dataset", missing_ok=True)
         return
     server = FakeHub().start()
     server.write_tokens = {SECRET}
@@ -286,6 +287,8 @@ def test_verify_passes_an_honest_card_and_fails_an_inflated_one(hub, tiny_set):
     result = run_cli("verify", repo_id, "--token", hub.token)
     assert result.exit_code == 0, result.output
     assert "holds" in result.output and "every claim holds" in result.output
+    result = run_cli("evaluate", repo_id, "--runs", "1", "--preset", "smoke", "--token", hub.token)
+    assert result.exit_code == 0 and "results not written" in result.output, result.output
 
     def inflate(text: str) -> str:
         return re.sub(r"(\n    mean: )([0-9.]+)", lambda m: f"{m[1]}{min(1.0, float(m[2]) + 0.2):.6f}", text, count=1)

@@ -10,6 +10,7 @@ in between), re-read the card, re-merge and try again. Nothing here writes to th
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,7 +97,7 @@ def publish_set(folder: str | Path, repo_id: str, config_name: str = DEFAULT_CON
 
     folder = Path(folder)
     check_repo_id(repo_id)
-    if config_name == "data" or not config_name.replace("-", "_").replace(".", "_").isidentifier():
+    if config_name == "data" or not re.fullmatch(r"[A-Za-z0-9][\w.-]*", config_name):
         raise DistilkitError(f"--config-name {config_name!r} is not usable; use letters, digits, '-', '_' or '.'")
     dset = DistilledSet.load(folder)
     local_card = (folder / "README.md").read_text(encoding="utf-8")
