@@ -8,6 +8,7 @@ from distilkit.audit import (  # noqa: F401  (registration)
     agreement,
     curvature,
     early_recognition,
+    influence,
     mixing,
     pixels,
     recognition,

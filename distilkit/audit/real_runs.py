@@ -57,17 +57,21 @@ def parse_iterations(spec: str | list[int] | int) -> list[int]:
     return sorted(set(values))
 
 
+def balanced_subsample(labels: torch.Tensor, per_class: int, seed: int) -> torch.Tensor:
+    """Sorted indices of ``per_class`` random items of every class (all of a smaller class), seeded."""
+    keys = torch.rand(labels.shape[0], generator=torch.Generator().manual_seed(seed))
+    order = torch.argsort(labels.double() * 2 + keys.double())  # by class, random within a class
+    counts = torch.bincount(labels)
+    position = torch.arange(labels.shape[0]) - (torch.cumsum(counts, 0) - counts)[labels[order]]
+    return torch.sort(order[position < per_class]).values
+
+
 def test_split(real: RealData, subsample: int | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The real test split, or a seeded class-balanced subsample of about ``subsample`` images of it."""
     images, labels = real.test_set()
     if subsample is None or subsample >= labels.shape[0]:
         return images, labels
-    per_class = max(1, subsample // real.num_classes)
-    keys = torch.rand(labels.shape[0], generator=torch.Generator().manual_seed(seed))
-    order = torch.argsort(labels.double() * 2 + keys.double())  # by class, random within a class
-    counts = torch.bincount(labels, minlength=real.num_classes)
-    position = torch.arange(labels.shape[0]) - (torch.cumsum(counts, 0) - counts)[labels[order]]
-    keep = torch.sort(order[position < per_class]).values
+    keep = balanced_subsample(labels, max(1, subsample // real.num_classes), seed)
     return images[keep], labels[keep]
 
 

@@ -1,0 +1,67 @@
+"""Q3 influence: vectorised leave-one-out equals the sequential reference; TracIn is compared with it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from distilkit.audit.influence import mean_pairwise_cosine, random_same_class_coherence
+from distilkit.audit.loo import influence_from_losses, loo_influence_sequential, loo_test_losses, spearman, tracin
+from distilkit.audit.real_runs import STUDY_DISTILLED
+from distilkit.errors import DistilkitError
+from distilkit.models import create_model
+from distilkit.train import TrainConfig
+
+
+@pytest.fixture(scope="module")
+def tiny_set():
+    torch.manual_seed(0)
+    model = create_model("convnet-w4-d2", 1, 3, (12, 12))
+    x, y = torch.randn(9, 1, 12, 12), torch.arange(3).repeat_interleave(3)
+    tx, ty = torch.randn(20, 1, 12, 12), torch.randint(0, 3, (20,))
+    return model, x, y, tx, ty
+
+
+@pytest.mark.parametrize("schedule", [{}, {"lr_schedule": "step_half", "weight_decay": 5e-4}])
+def test_vectorised_leave_one_out_equals_sequential(tiny_set, schedule):
+    model, x, y, tx, ty = tiny_set
+    cfg = TrainConfig(**{**STUDY_DISTILLED, "iterations": 8, **schedule})
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    sequential = loo_influence_sequential(model, x, y, tx, ty, cfg)
+    vectorised = influence_from_losses(loo_test_losses(model, x, y, tx, ty, cfg, model_chunk=4))
+    assert vectorised.shape == (9, 20)
+    torch.testing.assert_close(vectorised, sequential, atol=2e-5, rtol=1e-4)
+    assert sequential.abs().max() > 1e-3  # leaving a point out changes the test losses
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the shared init is untouched
+    share = loo_test_losses(model, x, y, tx, ty, cfg, model_chunk=2, models=[3, 9])  # one process's share
+    torch.testing.assert_close(share, loo_test_losses(model, x, y, tx, ty, cfg)[[3, 9]], atol=1e-6, rtol=1e-5)
+
+
+def test_tracin_ranks_like_exact_leave_one_out(tiny_set):
+    model, x, y, tx, ty = tiny_set
+    cfg = TrainConfig(**{**STUDY_DISTILLED, "iterations": 30})
+    exact = influence_from_losses(loo_test_losses(model, x, y, tx, ty, cfg))
+    fast = tracin(model, x, y, tx, ty, cfg, checkpoints=30)
+    rho = spearman(fast, exact)
+    assert rho > 0.6, rho
+    assert spearman(exact, exact) == pytest.approx(1.0)
+    assert spearman(exact, -exact) == pytest.approx(-1.0)
+
+
+def test_leave_one_out_rejects_minibatches_and_batchnorm(tiny_set):
+    _, x, y, tx, ty = tiny_set
+    with pytest.raises(DistilkitError, match="full-batch"):
+        loo_test_losses(create_model("convnet-w4-d2", 1, 3, (12, 12)), x, y, tx, ty, TrainConfig(batch_size=4))
+    with pytest.raises(DistilkitError, match="running statistics"):
+        loo_test_losses(create_model("convnet-w4-d2-bn", 1, 3, (12, 12)), x, y, tx, ty,
+                        TrainConfig(**STUDY_DISTILLED))
+
+
+def test_coherence_scores():
+    same = torch.tensor([[1.0, 0.0], [2.0, 0.0], [3.0, 0.0]])
+    mixed = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    torch.testing.assert_close(mean_pairwise_cosine(torch.stack([same, mixed])), torch.tensor([1.0, -1 / 3]))
+    features = torch.cat([same, mixed])
+    labels = torch.tensor([0, 0, 0, 1, 1, 1])
+    torch.testing.assert_close(random_same_class_coherence(features, labels, 2, 3, sets=4, seed=0),
+                               torch.tensor([1.0, -1 / 3]))
