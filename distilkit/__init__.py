@@ -6,6 +6,8 @@ The small public API (imported lazily, so ``distilkit --help`` stays fast)::
     out = distill(DistillConfig(method="dm", ipc=10, preset="cpu"))
     results = evaluate_folder(out, runs=5)
     dset = DistilledSet.load(out)
+    run_audits(out, only=["recognition"])          # writes audit/report.json and the card section
+    publish_set(out, "user/fmnist-dm-ipc10")        # needs a Hugging Face token
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ _EXPORTS = {
     "distill": "distilkit.pipeline",
     "evaluate_set": "distilkit.evaluate",
     "evaluate_folder": "distilkit.evaluate",
+    "publish_set": "distilkit.hub.publish",
+    "verify_set": "distilkit.hub.verify",
+    "run_audits": "distilkit.audit.report",
     "create_model": "distilkit.models",
     "register_method": "distilkit.methods",
     "list_methods": "distilkit.methods",

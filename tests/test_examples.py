@@ -39,3 +39,14 @@ def test_bench_curvature_runs_on_tiny_settings(tmp_path):
     assert [r["mode"] for r in rows] == ["per-probe", "loop", "vmap"]
     assert all(r["probes"] == 2 and r["s_per_probe"] > 0 for r in rows)
     assert all(abs(r["trace"] - rows[0]["trace"]) <= 1e-4 * abs(rows[0]["trace"]) for r in rows)  # same probes
+
+
+def test_bench_influence_runs_on_tiny_settings(tmp_path):
+    out = tmp_path / "influence.json"
+    cmd = [sys.executable, str(EXAMPLES / "bench_influence.py"), "--model", "convnet-w8-d2", "--images", "20",
+           "--models", "2", "--model-chunk", "2", "--iterations", "2", "--out", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["variant"] for r in rows] == ["sequential", "vectorised"]
+    assert all(r["ms_per_model_step"] > 0 and r["extrapolated_total_s"] > 0 for r in rows)

@@ -64,4 +64,4 @@ def audits_command() -> None:
 
     for name in list_audits():
         spec = get_audit(name)
-        click.echo(f"Q{spec.question}  {name:<14} {spec.summary}")
+        click.echo(f"Q{spec.question}  {name:<18} {spec.summary}")
