@@ -65,3 +65,33 @@ def test_coherence_scores():
     labels = torch.tensor([0, 0, 0, 1, 1, 1])
     torch.testing.assert_close(random_same_class_coherence(features, labels, 2, 3, sets=4, seed=0),
                                torch.tensor([1.0, -1 / 3]))
+
+
+def test_influence_shared_across_two_processes_equals_one_process(tmp_path, accelerator):
+    """The leave-one-out models split over 2 CPU processes (torchrun) give the single-process matrix."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    from distilkit.audit.report import run_audits
+    from distilkit.config import DistillConfig
+    from distilkit.pipeline import distill
+
+    one = tmp_path / "one"
+    distill(DistillConfig(method="random", ipc=1, preset="smoke", out=str(one)), accelerator=accelerator)
+    two = tmp_path / "two"
+    shutil.copytree(one, two)
+    run_audits(one, only=["influence"], preset="smoke", accelerator=accelerator)
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+           "-m", "distilkit", "audit", str(two), "--only", "influence", "--preset", "smoke"]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("[Q3] influence:") == 1  # only the main process reports
+    single = load_file(str(one / "audit" / "influence.safetensors"))["influence"]
+    shared = load_file(str(two / "audit" / "influence.safetensors"))["influence"]
+    assert single.shape == (10, 60)
+    torch.testing.assert_close(shared, single, atol=1e-5, rtol=1e-4)

@@ -14,7 +14,8 @@ study's qualitative claim ("each top set shares a sub-concept") measurable:
 The fast estimator's agreement with exact LOO is always reported (Spearman rank correlation over
 all (i, t) pairs): on the whole set when exact LOO is run, else on a class-balanced subset of
 ``check_size`` distilled images. The influence matrix is saved as ``audit/influence.safetensors``.
-Single-process: the leave-one-out models run in chunks on the main process.
+Under Accelerate the leave-one-out models are split across the processes (``distributed`` audit);
+the main process gathers the matrix and does the rest.
 """
 
 from __future__ import annotations
@@ -48,20 +49,23 @@ def mean_pairwise_cosine(features: torch.Tensor) -> torch.Tensor:
     return (sims.sum((-1, -2)) - sims.diagonal(dim1=-2, dim2=-1).sum(-1)) / (k * (k - 1))
 
 
-def estimate(images, targets, test_images, test_labels, init, protocol: TrainConfig, estimator: str, cfg: dict,
-             lr, device, progress: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(influence [N, T] by ``estimator``, TracIn [N, T] when the exact estimate was made, else None)."""
+def exact_influence(images, targets, test_images, test_labels, init, protocol: TrainConfig, cfg: dict, lr,
+                    accelerator) -> torch.Tensor:
+    """Exact leave-one-out influence [N, T]; the N + 1 models are split across the Accelerate processes
+    (contiguous shares, gathered in order), every process returns the whole matrix."""
+    from accelerate.utils import gather_object
+
     n = images.shape[0]
-    if estimator == "tracin":
-        return tracin(init, images, targets, test_images, test_labels, protocol, cfg["tracin_checkpoints"], lr,
-                      device=device), None
-    bar = tqdm(total=(n + 1) * protocol.steps_for(n), desc="leave-one-out", unit="model-step", disable=not progress)
+    per_rank = -(-(n + 1) // accelerator.num_processes)
+    share = list(range(n + 1))[accelerator.process_index * per_rank : (accelerator.process_index + 1) * per_rank]
+    bar = tqdm(total=len(share) * protocol.steps_for(n), desc="leave-one-out", unit="model-step",
+               disable=not accelerator.is_local_main_process)
     losses = loo_test_losses(init, images, targets, test_images, test_labels, protocol, lr, cfg["model_chunk"],
-                             device=device, progress=bar)
+                             device=accelerator.device, progress=bar, models=share)
     bar.close()
-    fast = tracin(init, images, targets, test_images, test_labels, protocol, cfg["tracin_checkpoints"], lr,
-                  device=device)
-    return influence_from_losses(losses), fast
+    if accelerator.num_processes > 1:
+        losses = torch.cat([part for part in gather_object([losses]) if part.numel()])
+    return influence_from_losses(losses)
 
 
 def random_same_class_coherence(features: torch.Tensor, labels: torch.Tensor, num_classes: int, k: int,
@@ -81,6 +85,7 @@ def random_same_class_coherence(features: torch.Tensor, labels: torch.Tensor, nu
 
 @register_audit(
     "influence", question=3, summary="leave-one-out influence of each distilled image; semantics of its top-k",
+    distributed=True,
     defaults={"model": "convnet", "protocol": STUDY_DISTILLED, "estimator": "auto", "exact_limit": 1000,
               "check_size": 50, "tracin_checkpoints": 30, "top_k": 9, "test_subsample": None, "model_chunk": 16,
               "coherence_model": "convnet", "coherence_epochs": 40, "random_sets": 50, "max_class_figures": 10},
@@ -103,16 +108,27 @@ def audit_influence(dset: DistilledSet, real: RealData, cfg: dict, ctx: AuditCon
     if estimator == "auto":
         estimator = "exact" if n <= cfg["exact_limit"] else "tracin"
     init = seeded_model(cfg["model"], real, ctx.seed)
-    progress = ctx.accelerator.is_local_main_process
-    influence, fast = estimate(images, targets, test_images, test_labels, init, protocol, estimator, cfg, lr,
-                               ctx.device, progress)
-    if fast is not None:
-        correlation, checked = spearman(fast, influence), n
-    else:  # validate TracIn against exact leave-one-out on a class-balanced subset of the set
+    checkpoints = cfg["tracin_checkpoints"]
+    if estimator == "exact":
+        influence = exact_influence(images, targets, test_images, test_labels, init, protocol, cfg, lr,
+                                    ctx.accelerator)
+        subset = torch.arange(n)
+    else:  # TracIn, validated against exact leave-one-out on a class-balanced subset of the set
         subset = balanced_subsample(labels, max(1, cfg["check_size"] // dset.num_classes), ctx.seed)
-        exact, small_fast = estimate(images[subset], targets[subset], test_images, test_labels, init, protocol,
-                                     "exact", cfg, lr, ctx.device, progress)
-        correlation, checked = spearman(small_fast, exact), int(subset.numel())
+        small_exact = exact_influence(images[subset], targets[subset], test_images, test_labels, init, protocol,
+                                      cfg, lr, ctx.accelerator)
+    if not ctx.accelerator.is_main_process:  # the shared work is done; the main process reports
+        return AuditResult(summary={}, verdict="")
+    if estimator == "exact":
+        fast = tracin(init, images, targets, test_images, test_labels, protocol, checkpoints, lr, device=ctx.device)
+        correlation = spearman(fast, influence)
+    else:
+        influence = tracin(init, images, targets, test_images, test_labels, protocol, checkpoints, lr,
+                           device=ctx.device)
+        small_fast = tracin(init, images[subset], targets[subset], test_images, test_labels, protocol, checkpoints,
+                            lr, device=ctx.device)
+        correlation = spearman(small_fast, small_exact)
+    checked = int(subset.numel())
 
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     tmp = ctx.out_dir / f".{ARTIFACT}.tmp{os.getpid()}"

@@ -71,6 +71,7 @@ class AuditSpec:
     fn: Callable[..., AuditResult]
     defaults: dict[str, Any]
     presets: dict[str, dict[str, Any]]
+    distributed: bool = False  # run on every process (its result is used on the main one only)
 
     def resolve(self, preset: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         if preset not in AUDIT_PRESETS:
@@ -87,14 +88,16 @@ _AUDITS: dict[str, AuditSpec] = {}
 
 
 def register_audit(name: str, *, question: int, summary: str, defaults: dict[str, Any],
-                   presets: dict[str, dict[str, Any]] | None = None):
+                   presets: dict[str, dict[str, Any]] | None = None, distributed: bool = False):
+    """Register an audit. ``distributed`` audits are called on every Accelerate process and share
+    their work; the others are called on the main process only."""
     if question not in (1, 2, 3):
         raise ValueError("question must be 1, 2 or 3")
 
     def decorate(fn: Callable[..., AuditResult]) -> Callable[..., AuditResult]:
         if name in _AUDITS:
             raise ValueError(f"audit {name!r} registered twice")
-        _AUDITS[name] = AuditSpec(name, question, summary, fn, defaults, presets or {})
+        _AUDITS[name] = AuditSpec(name, question, summary, fn, defaults, presets or {}, distributed)
         return fn
 
     return decorate

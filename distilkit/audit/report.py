@@ -82,15 +82,20 @@ def run_audits(folder: str | Path, only: list[str] | None = None, preset: str = 
         raise DistilkitError("the source does not match the set (classes or image shape differ); pass --source")
     real.pixel_space = dset.pixel_space
     cache = cache or RealModelCache()
-    if accelerator.is_main_process:
-        ctx = AuditContext(accelerator=accelerator, seed=seed, preset=preset, out_dir=folder / "audit", models=cache)
-        today = dt.date.today().isoformat()
-        for spec in specs:
-            result = spec.fn(dset, real, configs[spec.name], ctx)
+    ctx = AuditContext(accelerator=accelerator, seed=seed, preset=preset, out_dir=folder / "audit", models=cache)
+    today = dt.date.today().isoformat()
+    # Distributed audits run first, on every process, in the same order (so no process waits in a collective
+    # while the main one runs other audits); the rest run on the main process alone.
+    for spec in sorted(specs, key=lambda spec: not spec.distributed):
+        if not (accelerator.is_main_process or spec.distributed):
+            continue
+        result = spec.fn(dset, real, configs[spec.name], ctx)
+        if accelerator.is_main_process:
             report.setdefault("audits", {})[spec.name] = {
                 "question": spec.question, "preset": preset, "seed": seed, "config": configs[spec.name],
                 "summary": result.summary, "verdict": result.verdict, "tables": [t.to_dict() for t in result.tables],
                 "figures": result.figures, "artifacts": result.artifacts, "date": today}
+    if accelerator.is_main_process:
         report.update({"distilkit_version": distilkit_version(),
                        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                        "set": str(folder), "source": real.info.get("id"),
