@@ -1,9 +1,10 @@
 """The method registry: ``@register_method`` (timm's ``register_model`` pattern).
 
 A method is a function ``distill(real, ipc, cfg, ctx) -> MethodOutput`` plus its defaults as data:
-``defaults`` (the faithful, ``standard`` values), per-preset overrides and per-IPC overrides.
-Resolution order: defaults < preset < IPC < the user's ``method_args``; unknown user keys are an
-error and ``None`` never overrides.
+``defaults`` (the faithful, ``standard`` values), per-preset overrides and per-IPC overrides; a
+preset may carry its own per-IPC table under the key ``per_ipc``. Resolution order: defaults <
+preset < IPC < the preset's IPC table < the user's ``method_args``; unknown user keys are an error
+and ``None`` never overrides.
 """
 
 from __future__ import annotations
@@ -43,10 +44,13 @@ class MethodSpec:
 
     def resolve(self, preset: str, ipc: int, user_args: dict[str, Any] | None = None) -> dict[str, Any]:
         cfg = dict(self.defaults)
-        cfg.update(self.presets.get(preset, {}))
-        ipc_keys = [k for k in sorted(self.per_ipc) if k <= ipc]
-        if ipc_keys:
-            cfg.update(self.per_ipc[ipc_keys[-1]])
+        preset_cfg = dict(self.presets.get(preset, {}))
+        preset_ipc = preset_cfg.pop("per_ipc", {})
+        cfg.update(preset_cfg)
+        for table in (self.per_ipc, preset_ipc):
+            ipc_keys = [k for k in sorted(table) if k <= ipc]
+            if ipc_keys:
+                cfg.update(table[ipc_keys[-1]])
         user_args = {k: v for k, v in (user_args or {}).items() if v is not None}
         unknown = sorted(set(user_args) - set(cfg))
         if unknown:

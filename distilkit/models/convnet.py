@@ -2,7 +2,8 @@
 
 Per block: Conv3x3 -> norm -> ReLU -> pool. For 28x28 inputs the first convolution pads by 3 so
 the feature maps are 32x32, as in the reference implementation. ``embed`` returns the flattened
-features before the classifier (what distribution matching compares).
+features before the classifier (what distribution matching compares); ``block_outputs`` returns the
+output of every conv block (what multi-layer distribution matching compares).
 """
 
 from __future__ import annotations
@@ -26,6 +27,42 @@ def _norm_layer(norm: str, channels: int, spatial: tuple[int, int]) -> nn.Module
     if norm == "none":
         return nn.Identity()
     raise ValueError(f"unknown norm {norm!r}; choose from {', '.join(NORMS)}")
+
+
+class AvgPool2x2(nn.Module):
+    """2x2 average pooling, stride 2 (``nn.AvgPool2d(2)``: an odd last row/column is dropped).
+
+    On the CPU it runs as one matrix product: each pair of NCHW rows (a [2W] vector) times a fixed
+    [2W, W/2] matrix of 0.25s. PyTorch's NCHW ``avg_pool2d`` kernel is several times slower on
+    CPU than this (measured in examples/bench_dm.py's notes) and was a quarter of DM's real-side
+    forward time; the GEMM form gives the same values (each output is 0.25 * the sum of 4 inputs)
+    and has a GEMM backward. On GPUs the native kernel is used.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._matrices: dict[tuple, torch.Tensor] = {}
+
+    def _matrix(self, width: int, like: torch.Tensor) -> torch.Tensor:
+        key = (width, like.dtype, like.device)
+        if key not in self._matrices:
+            half = width // 2
+            rows = torch.arange(2 * width)
+            column = (rows % width) // 2
+            matrix = torch.zeros(2 * width, half, dtype=like.dtype, device=like.device)
+            keep = column < half
+            matrix[rows[keep], column[keep]] = 0.25
+            self._matrices[key] = matrix
+        return self._matrices[key]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type != "cpu":
+            return nn.functional.avg_pool2d(x, 2)
+        *lead, height, width = x.shape
+        if height % 2:
+            x = x[..., : height - 1, :]
+        pairs = x.reshape(-1, 2 * width)  # rows 2i and 2i+1 side by side
+        return (pairs @ self._matrix(width, x)).reshape(*lead, height // 2, width // 2)
 
 
 class ConvNet(nn.Module):
@@ -55,7 +92,7 @@ class ConvNet(nn.Module):
             layers.append(_norm_layer(norm, width, (height, width_px)))
             layers.append(nn.ReLU(inplace=True))
             if pooling != "none":
-                layers.append(nn.AvgPool2d(2) if pooling == "avgpooling" else nn.MaxPool2d(2))
+                layers.append(AvgPool2x2() if pooling == "avgpooling" else nn.MaxPool2d(2))
                 height, width_px = height // 2, width_px // 2
             channels = width
         if height < 1 or width_px < 1:
@@ -66,6 +103,17 @@ class ConvNet(nn.Module):
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x).flatten(1)
+
+    def block_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The output of every conv block (after its pooling), first to last; the last one, flattened,
+        is :meth:`embed`."""
+        outputs = []
+        modules = list(self.features)
+        for i, module in enumerate(modules):
+            x = module(x)
+            if i + 1 == len(modules) or isinstance(modules[i + 1], nn.Conv2d):
+                outputs.append(x)
+        return outputs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.embed(x))

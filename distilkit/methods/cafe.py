@@ -1,0 +1,172 @@
+"""CAFE: aligning features at every layer, plus a discrimination term (Wang et al., CVPR 2022).
+
+Multi-layer distribution matching. Each iteration embeds a class-balanced real batch and the
+synthetic set with the same DSA transformation per class (DM's batching: real side without
+autograd, in chunks, class sums all-reduced across processes) and minimises
+
+    sum_l sum_c || mean f_l(real_c) - mean f_l(syn_c) ||^2  +  beta * CE(real_emb @ centers^T / tau, y_real)
+
+where ``f_l`` is the output of conv block ``l`` (flattened) and ``centers`` are the class means of
+the synthetic embeddings (last block): the synthetic class means must classify the real features.
+As in CAFE's bi-level loop, the network is not only random: it is re-initialised every
+``outer_loop`` iterations and in between trained for ``inner_steps`` SGD steps on the current
+synthetic set after each image update (``outer_loop=1, inner_steps=0`` gives fresh random networks,
+as in DM).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from distilkit.data.dsa import DEFAULT_STRATEGY, DSA
+from distilkit.data.real import RealData
+from distilkit.errors import DistilkitError
+from distilkit.methods.dm import CPU_REAL_CHUNK, _chunk_size
+from distilkit.methods.learnable import seeded_model
+from distilkit.methods.registry import MethodOutput, RunContext, register_method
+from distilkit.methods.synthetic import initial_images
+from distilkit.models.convnet import ConvNet
+
+
+@register_method(
+    "cafe",
+    family="distribution-matching",
+    summary="match class means of every ConvNet layer's features + a discrimination term (Wang et al. 2022)",
+    defaults={"iterations": 5000, "lr_images": 0.1, "momentum": 0.5, "batch_real": 256, "model": "convnet",
+              "beta": 0.1, "temperature": 1.0, "outer_loop": 10, "inner_steps": 10, "lr_net": 0.01,
+              "dsa": True, "dsa_strategy": DEFAULT_STRATEGY, "init": "real", "real_chunk": "auto",
+              "checkpoint_every": 500, "log_every": 10},
+    presets={
+        "cpu": {"iterations": 200, "lr_images": 1.0, "batch_real": 32, "model": "convnet-w32", "outer_loop": 1,
+                "inner_steps": 0, "checkpoint_every": 50},
+        "smoke": {"iterations": 6, "batch_real": 8, "model": "convnet-w8-d2", "outer_loop": 3, "inner_steps": 1,
+                  "checkpoint_every": 2, "log_every": 1},
+    },
+    citation="Wang, K. et al. CAFE: Learning to Condense Dataset by Aligning Features. CVPR 2022.",
+)
+def distill_cafe(real: RealData, ipc: int, cfg: dict, ctx: RunContext) -> MethodOutput:
+    _check(cfg)
+    num_classes, device, acc = real.num_classes, ctx.device, ctx.accelerator
+    syn_labels = torch.arange(num_classes).repeat_interleave(ipc)
+    images = initial_images(real, ipc, cfg["init"], ctx.step_generator(-1)).to(device).requires_grad_(True)
+    optimizer = torch.optim.SGD([images], lr=cfg["lr_images"], momentum=cfg["momentum"])
+    dsa = DSA(cfg["dsa_strategy"]) if cfg["dsa"] else None
+    history: dict[str, list[float]] = {"iteration": [], "loss": [], "layer_loss": [], "disc_loss": []}
+    start, net, saved_net = 0, None, None
+    if ctx.resume and ctx.checkpointer is not None and (saved := ctx.checkpointer.load()) is not None:
+        tensors, state = saved
+        with torch.no_grad():
+            images.copy_(tensors["images"].to(device))
+        if "momentum" in tensors:
+            optimizer.state[images]["momentum_buffer"] = tensors["momentum"].to(device)
+        saved_net = {k[4:]: v for k, v in tensors.items() if k.startswith("net.")}
+        start, history = state["step"], state["history"]
+
+    per_rank = -(-cfg["batch_real"] // acc.num_processes)
+    rank_slice = slice(acc.process_index * per_rank, (acc.process_index + 1) * per_rank)
+    bar = tqdm(range(start, cfg["iterations"]), desc="cafe", disable=not ctx.show_progress,
+               initial=start, total=cfg["iterations"])
+    for it in bar:
+        block = it - it % cfg["outer_loop"]
+        if net is None or it == block:
+            net = seeded_model(cfg["model"], real, ctx.step_generator(block, stream=2), device)
+            if not isinstance(net, ConvNet):
+                raise DistilkitError(f"cafe needs a ConvNet (layer-wise features); got model {cfg['model']!r}")
+            if saved_net and it != block:
+                net.load_state_dict(saved_net)
+            saved_net = None
+        if ctx.checkpointer is not None and ctx.checkpointer.due(it, cfg["iterations"]) and it > start:
+            _save(ctx, images, optimizer, net, it, history)
+        generator = ctx.step_generator(it)
+        indices = real.sample_per_class(cfg["batch_real"], generator)[:, rank_slice]
+        params = dsa.sample(num_classes, generator) if dsa is not None else None
+        optimizer.zero_grad(set_to_none=True)
+        net.requires_grad_(False)
+        layer_loss, disc_loss = cafe_step(net, real, indices, images, syn_labels, dsa, params, acc, cfg)
+        optimizer.step()
+        if cfg["inner_steps"] > 0:
+            _train_net(net, images.detach(), syn_labels.to(device), dsa, cfg, ctx.step_generator(it, stream=1))
+        if it % cfg["log_every"] == 0 or it == cfg["iterations"] - 1:
+            history["iteration"].append(it)
+            history["loss"].append(layer_loss + cfg["beta"] * disc_loss)
+            history["layer_loss"].append(layer_loss)
+            history["disc_loss"].append(disc_loss)
+            bar.set_postfix(layers=f"{layer_loss:.3f}", disc=f"{disc_loss:.3f}")
+    return MethodOutput(images=images.detach().cpu(), labels=syn_labels, history=history)
+
+
+def cafe_step(net: ConvNet, real: RealData, indices: torch.Tensor, images: torch.Tensor,
+              syn_labels: torch.Tensor, dsa: DSA | None, params, acc, cfg: dict) -> tuple[float, float]:
+    """One CAFE loss evaluation; accumulates d loss / d images into ``images.grad``.
+
+    ``indices`` [K, b] is this rank's share of the class-balanced real batch; real and synthetic
+    images of class c share DSA parameter set c. Returns (layer-wise matching loss, discrimination
+    loss) as floats.
+    """
+    num_classes, local = indices.shape
+    ipc = images.shape[0] // num_classes
+    device = images.device
+    real_labels = torch.arange(num_classes).repeat_interleave(local).to(device)
+    with torch.no_grad():
+        x_real = real.batch(indices.reshape(-1)).to(device)
+        if dsa is not None:
+            x_real = dsa(x_real, params, real_labels)
+        chunk = _chunk_size(cfg["real_chunk"], device, CPU_REAL_CHUNK, x_real.shape[0])
+        sums: list[torch.Tensor] = []
+        embedded = []
+        for start in range(0, x_real.shape[0], chunk):
+            outs = [o.flatten(1) for o in net.block_outputs(x_real[start : start + chunk])]
+            owners = real_labels[start : start + outs[0].shape[0]]
+            if not sums:
+                sums = [torch.zeros(num_classes, o.shape[1], device=device) for o in outs]
+            for total, out in zip(sums, outs, strict=True):
+                total.index_add_(0, owners, out)
+            embedded.append(outs[-1])
+        real_emb = torch.cat(embedded)
+        if acc.num_processes > 1:
+            real_means = [acc.reduce(s, "sum") / cfg["batch_real"] for s in sums]
+        else:
+            real_means = [s / local for s in sums]
+    x_syn = dsa(images, params, syn_labels) if dsa is not None else images
+    syn_outs = [o.flatten(1) for o in net.block_outputs(x_syn)]
+    layer_loss = sum(((rm - so.reshape(num_classes, ipc, -1).mean(1)) ** 2).sum()
+                     for rm, so in zip(real_means, syn_outs, strict=True))
+    centers = syn_outs[-1].reshape(num_classes, ipc, -1).mean(1)
+    disc_loss = F.cross_entropy(real_emb @ centers.T / cfg["temperature"], real_labels)
+    (layer_loss + cfg["beta"] * disc_loss).backward()
+    if acc.num_processes > 1:  # the discrimination term differs per rank (local real features)
+        images.grad = acc.reduce(images.grad, "mean")
+    return float(layer_loss.detach()), float(disc_loss.detach())
+
+
+def _train_net(net: ConvNet, images: torch.Tensor, labels: torch.Tensor, dsa: DSA | None, cfg: dict,
+               generator: torch.Generator) -> None:
+    """``inner_steps`` full-batch SGD steps of ``net`` on the synthetic set (CAFE's inner loop)."""
+    net.requires_grad_(True)
+    opt = torch.optim.SGD(net.parameters(), lr=cfg["lr_net"])
+    for _ in range(cfg["inner_steps"]):
+        x = dsa(images, dsa.sample(images.shape[0], generator, one_op=True)) if dsa is not None else images
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(net(x), labels).backward()
+        opt.step()
+    net.requires_grad_(False)
+
+
+def _check(cfg: dict) -> None:
+    if cfg["outer_loop"] < 1 or cfg["inner_steps"] < 0:
+        raise DistilkitError("cafe: outer_loop must be >= 1 and inner_steps >= 0")
+    if cfg["temperature"] <= 0:
+        raise DistilkitError(f"cafe: temperature must be > 0, got {cfg['temperature']}")
+
+
+def _save(ctx: RunContext, images: torch.Tensor, optimizer: torch.optim.Optimizer, net: ConvNet, step: int,
+          history: dict) -> None:
+    if not ctx.accelerator.is_main_process:
+        return
+    tensors = {"images": images, **{f"net.{k}": v for k, v in net.state_dict().items()}}
+    buffer = optimizer.state.get(images, {}).get("momentum_buffer")
+    if buffer is not None:
+        tensors["momentum"] = buffer
+    ctx.checkpointer.save(tensors, {"step": step, "history": history})

@@ -1,0 +1,222 @@
+"""Kernel ridge regression distillation: FRePo (Zhou et al. 2022) and KIP (Nguyen et al. 2021).
+
+The synthetic set (images X_s, learned labels Y_s) is the support set of a kernel ridge regressor;
+a real batch (X_t, centered one-hot Y_t) is the query set. Each iteration solves
+
+    alpha = (K_ss + lambda I)^-1 Y_s        (Cholesky factorisation, never an explicit inverse)
+    loss  = mean_t || K_ts alpha - Y_t ||^2, lambda = ridge * trace(K_ss) / n
+
+and moves the images and labels by Adam. The kernel is ``phi(x) . phi(x')`` for a feature map
+``phi``, chosen by ``kernel``:
+
+- ``frepo`` (default): the penultimate features of one network from a pool of ``pool_size``
+  networks that are trained online on the synthetic set (one SGD step each time they are used) and
+  re-initialised after ``max_online_steps`` steps, with staggered ages (FRePo's model pool).
+- ``kip``: a fixed neural kernel, the random-feature (NNGP) kernel of the ConvNet: the penultimate
+  features of ``kernel_nets`` randomly initialised, never trained networks, concatenated and scaled
+  by 1/sqrt(kernel_nets) (a Monte Carlo estimate of the architecture's NNGP kernel). The networks
+  are drawn once per run (``kernel_refresh=0``) or redrawn every ``kernel_refresh`` iterations.
+
+Labels are learned as logits; the regression target of a synthetic image is its centered soft label
+``softmax(logits) - 1/K``, and ``softmax(logits)`` is stored as the set's ``soft_label``, on which
+``evaluate`` trains with soft cross-entropy.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from distilkit.data.dsa import DEFAULT_STRATEGY, DSA
+from distilkit.data.real import RealData
+from distilkit.errors import DistilkitError
+from distilkit.methods.learnable import label_logits, load_optimizer_tensors, optimizer_tensors, seeded_model
+from distilkit.methods.registry import MethodOutput, RunContext, register_method
+from distilkit.methods.synthetic import initial_images
+from distilkit.train import soft_cross_entropy
+
+KERNELS = ("frepo", "kip")
+
+
+@register_method(
+    "krr",
+    family="performance-matching",
+    summary="kernel ridge regression on the synthetic set: FRePo model-pool features (default) or KIP's fixed "
+            "random-feature ConvNet kernel; learned soft labels",
+    defaults={"kernel": "frepo", "iterations": 5000, "lr_images": 0.003, "lr_labels": 0.003, "learn_labels": True,
+              "label_confidence": 0.9, "ridge": 1e-6, "batch_real": 256, "model": "convnet", "pool_size": 10,
+              "max_online_steps": 100, "lr_net": 0.01, "momentum_net": 0.9, "kernel_nets": 8, "kernel_refresh": 0,
+              "dsa": False, "dsa_strategy": DEFAULT_STRATEGY, "init": "real", "checkpoint_every": 500,
+              "log_every": 10},
+    presets={
+        "cpu": {"iterations": 200, "lr_images": 0.01, "lr_labels": 0.01, "batch_real": 32, "model": "convnet-w32",
+                "pool_size": 4, "max_online_steps": 50, "kernel_nets": 4, "checkpoint_every": 50},
+        "smoke": {"iterations": 6, "batch_real": 4, "model": "convnet-w8-d2", "pool_size": 2, "max_online_steps": 3,
+                  "kernel_nets": 2, "checkpoint_every": 2, "log_every": 1},
+    },
+    per_ipc={50: {"ridge": 1e-5}},
+    citation="Zhou, Y., Nezhadarya, E. and Ba, J. Dataset Distillation using Neural Feature Regression. NeurIPS 2022; "
+             "Nguyen, T., Chen, Z. and Lee, J. Dataset Meta-Learning from Kernel Ridge-Regression. ICLR 2021.",
+)
+def distill_krr(real: RealData, ipc: int, cfg: dict, ctx: RunContext) -> MethodOutput:
+    _check(cfg)
+    num_classes, device, acc = real.num_classes, ctx.device, ctx.accelerator
+    syn_labels = torch.arange(num_classes).repeat_interleave(ipc)
+    images = initial_images(real, ipc, cfg["init"], ctx.step_generator(-1)).to(device).requires_grad_(True)
+    logits = label_logits(syn_labels, num_classes, cfg["label_confidence"]).to(device)
+    logits.requires_grad_(cfg["learn_labels"])
+    groups = [{"params": [images], "lr": cfg["lr_images"]}]
+    if cfg["learn_labels"]:
+        groups.append({"params": [logits], "lr": cfg["lr_labels"]})
+    optimizer = torch.optim.Adam(groups)
+    learned = {"images": images, "logits": logits}
+    pool = _Pool(real, cfg, ctx) if cfg["kernel"] == "frepo" else None
+    dsa = DSA(cfg["dsa_strategy"]) if cfg["dsa"] else None
+    history: dict[str, list[float]] = {"iteration": [], "loss": []}
+    start = 0
+    if ctx.resume and ctx.checkpointer is not None and (saved := ctx.checkpointer.load()) is not None:
+        tensors, state = saved
+        with torch.no_grad():
+            images.copy_(tensors["images"].to(device))
+            logits.copy_(tensors["logits"].to(device))
+        load_optimizer_tensors(optimizer, learned, tensors)
+        if pool is not None:
+            pool.load(tensors, state["pool_ages"])
+        start, history = state["step"], state["history"]
+
+    per_rank = -(-cfg["batch_real"] // acc.num_processes)
+    rank_slice = slice(acc.process_index * per_rank, (acc.process_index + 1) * per_rank)
+    bar = tqdm(range(start, cfg["iterations"]), desc=f"krr-{cfg['kernel']}", disable=not ctx.show_progress,
+               initial=start, total=cfg["iterations"])
+    for it in bar:
+        if ctx.checkpointer is not None and ctx.checkpointer.due(it, cfg["iterations"]) and it > start:
+            _save(ctx, learned, optimizer, pool, it, history)
+        generator = ctx.step_generator(it)
+        indices = real.sample_per_class(cfg["batch_real"], generator)[:, rank_slice].reshape(-1)
+        x_real = real.batch(indices).to(device)
+        y_real = F.one_hot(real.train_labels[indices], num_classes).float().to(device) - 1.0 / num_classes
+        x_syn = images
+        if dsa is not None:
+            x_real = dsa(x_real, dsa.sample(x_real.shape[0], generator))
+            x_syn = dsa(images, dsa.sample(images.shape[0], generator))
+        nets = [pool.pick(it)] if pool is not None else _kernel_nets(real, cfg, ctx, it)
+        optimizer.zero_grad(set_to_none=True)
+        loss = krr_loss(nets, x_syn, torch.softmax(logits, 1) - 1.0 / num_classes, x_real, y_real, cfg["ridge"])
+        loss.backward()
+        if acc.num_processes > 1:  # each rank regresses its own share of the real batch
+            for tensor in learned.values():
+                if tensor.grad is not None:
+                    tensor.grad = acc.reduce(tensor.grad, "mean")
+        optimizer.step()
+        if pool is not None:
+            pool.train_step(it, images.detach(), torch.softmax(logits.detach(), 1))
+        if it % cfg["log_every"] == 0 or it == cfg["iterations"] - 1:
+            history["iteration"].append(it)
+            history["loss"].append(float(loss.detach()))
+            bar.set_postfix(loss=f"{history['loss'][-1]:.4f}")
+    soft = torch.softmax(logits.detach(), 1).cpu() if cfg["learn_labels"] else None
+    return MethodOutput(images=images.detach().cpu(), labels=syn_labels, soft_labels=soft, history=history)
+
+
+def krr_loss(nets: list[torch.nn.Module], x_syn: torch.Tensor, y_syn: torch.Tensor, x_real: torch.Tensor,
+             y_real: torch.Tensor, ridge: float) -> torch.Tensor:
+    """Mean squared error of the kernel ridge regressor fitted on (x_syn, y_syn), on (x_real, y_real).
+
+    The kernel is the inner product of the concatenated penultimate features of ``nets`` (scaled by
+    1/sqrt(len(nets))); the real side runs without autograd.
+    """
+    scale = len(nets) ** -0.5
+    phi_syn = torch.cat([net.embed(x_syn) for net in nets], 1) * scale
+    with torch.no_grad():
+        phi_real = torch.cat([net.embed(x_real) for net in nets], 1) * scale
+    k_ss = phi_syn @ phi_syn.T
+    k_ts = phi_real @ phi_syn.T
+    n = k_ss.shape[0]
+    lam = ridge * k_ss.diagonal().mean().detach()
+    factor, info = torch.linalg.cholesky_ex(k_ss + lam * torch.eye(n, device=k_ss.device))
+    if int(info) != 0:
+        raise DistilkitError(f"krr: the support-set kernel matrix ({n}x{n}) is not positive definite at ridge "
+                             f"{ridge:g}; use a larger ridge, e.g. --arg ridge={max(ridge * 100, 1e-4):g}")
+    alpha = torch.cholesky_solve(y_syn, factor)
+    return ((k_ts @ alpha - y_real) ** 2).sum(1).mean()
+
+
+def _kernel_nets(real: RealData, cfg: dict, ctx: RunContext, it: int) -> list[torch.nn.Module]:
+    """KIP's fixed random-feature kernel: ``kernel_nets`` untrained networks, drawn per refresh period."""
+    period = -1 if cfg["kernel_refresh"] <= 0 else it - it % cfg["kernel_refresh"]
+    return [seeded_model(cfg["model"], real, ctx.step_generator(period, stream=10 + m), ctx.device)
+            .requires_grad_(False) for m in range(cfg["kernel_nets"])]
+
+
+class _Pool:
+    """FRePo's model pool: networks trained online on the synthetic set, with staggered ages."""
+
+    def __init__(self, real: RealData, cfg: dict, ctx: RunContext) -> None:
+        self.real, self.cfg, self.ctx = real, cfg, ctx
+        size, horizon = cfg["pool_size"], cfg["max_online_steps"]
+        self.ages = [m * horizon // size for m in range(size)]
+        self.nets = [self._fresh(-3, m) for m in range(size)]
+        self.optimizers = [self._optimizer(net) for net in self.nets]
+
+    def _fresh(self, it: int, slot: int) -> torch.nn.Module:
+        return seeded_model(self.cfg["model"], self.real, self.ctx.step_generator(it, stream=100 + slot),
+                            self.ctx.device).requires_grad_(False)
+
+    def _optimizer(self, net: torch.nn.Module) -> torch.optim.Optimizer:
+        return torch.optim.SGD(net.parameters(), lr=self.cfg["lr_net"], momentum=self.cfg["momentum_net"])
+
+    def pick(self, it: int) -> torch.nn.Module:
+        return self.nets[it % len(self.nets)]
+
+    def train_step(self, it: int, images: torch.Tensor, targets: torch.Tensor) -> None:
+        """One SGD step of the network used at ``it``; re-initialise it when it reaches its horizon."""
+        slot = it % len(self.nets)
+        net, opt = self.nets[slot], self.optimizers[slot]
+        net.requires_grad_(True)
+        opt.zero_grad(set_to_none=True)
+        soft_cross_entropy(net(images), targets).backward()
+        opt.step()
+        net.requires_grad_(False)
+        self.ages[slot] += 1
+        if self.ages[slot] >= self.cfg["max_online_steps"]:
+            self.nets[slot] = self._fresh(it, slot)
+            self.optimizers[slot] = self._optimizer(self.nets[slot])
+            self.ages[slot] = 0
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        out = {}
+        for m, (net, opt) in enumerate(zip(self.nets, self.optimizers, strict=True)):
+            params = dict(net.named_parameters())
+            out.update({f"pool{m}.{k}": v for k, v in net.state_dict().items()})
+            out.update(optimizer_tensors(opt, params, prefix=f"poolopt{m}"))
+        return out
+
+    def load(self, tensors: dict[str, torch.Tensor], ages: list[int]) -> None:
+        self.ages = list(ages)
+        for m, net in enumerate(self.nets):
+            head = f"pool{m}."
+            net.load_state_dict({k[len(head):]: v for k, v in tensors.items() if k.startswith(head)})
+            self.optimizers[m] = self._optimizer(net)
+            load_optimizer_tensors(self.optimizers[m], dict(net.named_parameters()), tensors, prefix=f"poolopt{m}")
+
+
+def _check(cfg: dict) -> None:
+    if cfg["kernel"] not in KERNELS:
+        raise DistilkitError(f"krr: unknown kernel {cfg['kernel']!r}; choose from {', '.join(KERNELS)}")
+    if cfg["ridge"] <= 0:
+        raise DistilkitError(f"krr: ridge must be > 0 (the support kernel needs it to be invertible), got "
+                             f"{cfg['ridge']}")
+    if cfg["pool_size"] < 1 or cfg["max_online_steps"] < 1 or cfg["kernel_nets"] < 1:
+        raise DistilkitError("krr: pool_size, max_online_steps and kernel_nets must be >= 1")
+
+
+def _save(ctx: RunContext, learned: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer, pool: _Pool | None,
+          step: int, history: dict) -> None:
+    if not ctx.accelerator.is_main_process:
+        return
+    tensors = {**learned, **optimizer_tensors(optimizer, learned)}
+    if pool is not None:
+        tensors.update(pool.tensors())
+    ctx.checkpointer.save(tensors, {"step": step, "history": history,
+                                    "pool_ages": pool.ages if pool is not None else []})
