@@ -67,3 +67,17 @@ def test_dsa_groups_are_identity_free_of_unknowns():
     assert torch.equal(flip(x, params), x.flip(3))
     params.u[:] = 0.9
     assert torch.equal(flip(x, params), x)
+
+
+@pytest.mark.parametrize("shape", [(3, 4, 32, 32), (2, 5, 7, 9), (4, 2, 16, 15)])
+def test_gemm_average_pooling_equals_avg_pool2d(shape):
+    import torch.nn.functional as F
+
+    from distilkit.models.convnet import AvgPool2x2
+
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    expected, got = F.avg_pool2d(x, 2), AvgPool2x2()(x)
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-6)
+    grad_expected = torch.autograd.grad(expected.square().sum(), x)[0]
+    grad_got = torch.autograd.grad(got.square().sum(), x)[0]
+    torch.testing.assert_close(grad_got, grad_expected, atol=1e-6, rtol=1e-6)
