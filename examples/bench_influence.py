@@ -2,7 +2,8 @@
 
 The study's setting: 100 distilled images (IPC 10), ConvNet-3 w128, 300 full-batch iterations,
 101 trainings. ``sequential`` trains the models one after another with the standard training loop;
-``vectorised`` trains ``--model-chunk`` of them at once (stacked parameters, ``torch.func.vmap``).
+``vectorised`` trains ``--model-chunk`` of them at once (stacked parameters, ``torch.func.vmap``);
+the audit's ``strategy: auto`` uses the first on CPUs and the second on GPUs.
 Both are timed over ``--iterations`` iterations of ``--models`` models (each variant in its own
 process, for its own peak RSS) and extrapolated to the whole computation (101 models x 300 steps).
 
@@ -13,7 +14,6 @@ process, for its own peak RSS) and extrapolated to the whole computation (101 mo
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import resource
 import subprocess
@@ -29,7 +29,7 @@ def measure(args) -> dict:
     from distilkit.audit.real_runs import STUDY_DISTILLED
     from distilkit.data.sources import SourceConfig, load_real
     from distilkit.models import create_model
-    from distilkit.train import TrainConfig, train_model
+    from distilkit.train import TrainConfig
 
     torch.set_num_threads(args.threads)
     real = load_real(SourceConfig(source=args.source))
@@ -41,13 +41,8 @@ def measure(args) -> dict:
     model = create_model(args.model, images.shape[1], real.num_classes, tuple(images.shape[2:]))
     cfg = TrainConfig(**{**STUDY_DISTILLED, "iterations": args.iterations})
     start = time.perf_counter()
-    if args.variant == "vectorised":
-        loo_test_losses(model, images, labels, test_images, test_labels, cfg, model_chunk=args.model_chunk,
-                        models=list(range(args.models)))
-    else:
-        for i in range(args.models):
-            keep = torch.arange(images.shape[0]) != i
-            train_model(copy.deepcopy(model), images[keep], labels[keep], cfg, torch.Generator().manual_seed(0))
+    loo_test_losses(model, images, labels, test_images, test_labels, cfg, model_chunk=args.model_chunk,
+                    models=list(range(args.models)), strategy=args.variant)
     seconds = time.perf_counter() - start
     per_model_step = seconds / (args.models * args.iterations)
     total = per_model_step * (images.shape[0] + 1) * args.full_iterations

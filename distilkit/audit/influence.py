@@ -61,7 +61,7 @@ def exact_influence(images, targets, test_images, test_labels, init, protocol: T
     bar = tqdm(total=len(share) * protocol.steps_for(n), desc="leave-one-out", unit="model-step",
                disable=not accelerator.is_local_main_process)
     losses = loo_test_losses(init, images, targets, test_images, test_labels, protocol, lr, cfg["model_chunk"],
-                             device=accelerator.device, progress=bar, models=share)
+                             device=accelerator.device, progress=bar, models=share, strategy=cfg["strategy"])
     bar.close()
     if accelerator.num_processes > 1:
         losses = torch.cat([part for part in gather_object([losses]) if part.numel()])
@@ -88,8 +88,9 @@ def random_same_class_coherence(features: torch.Tensor, labels: torch.Tensor, nu
     distributed=True,
     defaults={"model": "convnet", "protocol": STUDY_DISTILLED, "estimator": "auto", "exact_limit": 1000,
               "check_size": 50, "tracin_checkpoints": 30, "top_k": 9, "test_subsample": None, "model_chunk": 16,
-              "coherence_model": "convnet", "coherence_epochs": 40, "random_sets": 50, "max_class_figures": 10},
-    presets={"cpu": {"model": "convnet-w16", "protocol": {**STUDY_DISTILLED, "iterations": 100},
+              "strategy": "auto", "coherence_model": "convnet", "coherence_epochs": 40, "random_sets": 50,
+              "max_class_figures": 10},
+    presets={"cpu": {"model": "convnet-w16", "protocol": {**STUDY_DISTILLED, "iterations": 60},
                      "test_subsample": 500, "coherence_model": "convnet-w32", "coherence_epochs": 5},
              "smoke": {"model": "convnet-w8-d2", "protocol": {**STUDY_DISTILLED, "iterations": 4},
                        "test_subsample": 60, "top_k": 3, "check_size": 6, "tracin_checkpoints": 2,

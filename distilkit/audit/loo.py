@@ -48,7 +48,7 @@ def _lr_at(cfg: TrainConfig, step: int, steps: int, lr: float) -> float:
 
 
 @torch.no_grad()
-def _test_losses(forward, params: dict, test_images: torch.Tensor, test_labels: torch.Tensor,
+def _test_losses(forward, params, test_images: torch.Tensor, test_labels: torch.Tensor,
                  test_chunk: int) -> torch.Tensor:
     return torch.cat([_per_sample_ce(forward(params, test_images[s : s + test_chunk]),
                                      test_labels[s : s + test_chunk].to(test_images.device))
@@ -58,17 +58,26 @@ def _test_losses(forward, params: dict, test_images: torch.Tensor, test_labels: 
 def loo_test_losses(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, test_images: torch.Tensor,
                     test_labels: torch.Tensor, cfg: TrainConfig, lr: float | None = None, model_chunk: int = 16,
                     test_chunk: int = 1000, device: torch.device | str = "cpu", progress=None,
-                    models: list[int] | None = None) -> torch.Tensor:
+                    models: list[int] | None = None, strategy: str = "auto") -> torch.Tensor:
     """Test losses [len(models), T] of the leave-one-out models (index i < N: without point i; N: all).
 
     ``model`` holds the shared initialisation (left unchanged). ``models`` selects which of the
     N + 1 models to train (default all), e.g. one process's share. Full-batch training only.
+    ``strategy``: "vectorised" (``model_chunk`` models per vmapped pass), "sequential" (one model
+    after another through the standard training loop) or "auto" — vectorised on GPUs, sequential
+    on the CPU, where vmap's batching of convolutions and group norm was measured several times
+    slower than the plain loop (examples/bench_influence.py).
     """
     if cfg.batch_size is not None or cfg.dsa:
         raise DistilkitError("exact leave-one-out is defined for full-batch training without augmentation")
+    if strategy not in ("auto", "vectorised", "sequential"):
+        raise ValueError(f"unknown leave-one-out strategy {strategy!r}")
     _check_stateless(model)
     n = images.shape[0]
     models = list(range(n + 1)) if models is None else models
+    if strategy == "sequential" or (strategy == "auto" and torch.device(device).type == "cpu"):
+        return _sequential_test_losses(model, images, targets, test_images, test_labels, cfg, lr, test_chunk, device,
+                                       progress, models)
     lr = cfg.lr if lr is None else lr
     steps = cfg.steps_for(n)
     base = copy.deepcopy(model).to(device).train()
@@ -105,6 +114,25 @@ def loo_test_losses(model: nn.Module, images: torch.Tensor, targets: torch.Tenso
     return torch.cat(out)
 
 
+def _sequential_test_losses(model, images, targets, test_images, test_labels, cfg, lr, test_chunk, device, progress,
+                            models) -> torch.Tensor:
+    n = images.shape[0]
+    test_images = test_images.to(device)
+
+    def single(net, x):
+        return net(x)
+
+    rows = []
+    for i in models:
+        keep = torch.arange(n) != i
+        trained = train_model(copy.deepcopy(model), images[keep], targets[keep], cfg, torch.Generator().manual_seed(0),
+                              lr=lr, device=device).eval()
+        rows.append(_test_losses(single, trained, test_images, test_labels, test_chunk).cpu())
+        if progress is not None:
+            progress.update(cfg.steps_for(n))
+    return torch.stack(rows) if rows else torch.empty(0, test_labels.shape[0])
+
+
 def influence_from_losses(losses: torch.Tensor) -> torch.Tensor:
     """[N + 1, T] leave-one-out test losses (last row: all points) -> influence [N, T]."""
     return losses[:-1] - losses[-1:]
@@ -114,16 +142,8 @@ def loo_influence_sequential(model: nn.Module, images: torch.Tensor, targets: to
                              test_images: torch.Tensor, test_labels: torch.Tensor, cfg: TrainConfig,
                              lr: float | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
     """Reference: the N + 1 trainings one after another with the standard training loop -> influence [N, T]."""
-    n = images.shape[0]
-    rows = []
-    for i in range(n + 1):
-        keep = torch.arange(n) != i
-        trained = train_model(copy.deepcopy(model), images[keep], targets[keep], cfg, torch.Generator().manual_seed(0),
-                              lr=lr, device=device)
-        trained.eval()
-        with torch.no_grad():
-            rows.append(_per_sample_ce(trained(test_images.to(device)), test_labels.to(device)).cpu())
-    return influence_from_losses(torch.stack(rows))
+    return influence_from_losses(loo_test_losses(model, images, targets, test_images, test_labels, cfg, lr,
+                                                 device=device, strategy="sequential"))
 
 
 def tracin(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, test_images: torch.Tensor,
