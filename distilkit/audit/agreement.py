@@ -48,7 +48,7 @@ def early_window(spec: int | str, real: RealData, batch_size: int) -> int:
     defaults={"model": "convnet", "distilled_protocol": STUDY_DISTILLED, "real_protocol": STUDY_REAL,
               "subset_pool": 520, "subset_fractions": [0.005, 0.05], "subset_epochs": 100,
               "early_runs": 30, "early_iterations": "epoch", "tolerance": 0.02, "test_subsample": None},
-    presets={"cpu": {"model": "convnet-w32", "subset_pool": 16, "subset_epochs": 50, "early_runs": 3,
+    presets={"cpu": {"model": "convnet-w32", "subset_pool": 12, "subset_epochs": 30, "early_runs": 3,
                      "early_iterations": 120, "tolerance": 0.03, "test_subsample": 500},
              "smoke": {"model": "convnet-w8-d2", "distilled_protocol": {**STUDY_DISTILLED, "iterations": 5},
                        "subset_pool": 3, "subset_epochs": 2, "early_runs": 2, "early_iterations": 4,
