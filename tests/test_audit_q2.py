@@ -139,3 +139,10 @@ def test_test_split_is_a_seeded_class_balanced_subsample(embedded_real):
     assert torch.equal(images, again) and not torch.equal(images, other)
     full, full_labels = test_split(embedded_real, None, seed=3)
     assert full_labels.shape[0] == embedded_real.test_labels.shape[0]
+
+
+def test_curvature_ema_decays_per_iteration():
+    from distilkit.audit.curvature import ema
+
+    assert ema([0, 1, 2], [0.0, 10.0, 10.0], 0.9) == pytest.approx([0.0, 1.0, 1.9])
+    assert ema([0, 30], [0.0, 10.0], 0.9)[1] == pytest.approx(10 * (1 - 0.9**30))  # sparse points: less smoothing
