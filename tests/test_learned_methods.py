@@ -194,7 +194,8 @@ def test_bad_settings_are_one_line_errors(name, args, message, embedded_real, ac
 
 def test_preset_per_ipc_table_wins_over_the_global_one():
     spec = get_method("bptt")
-    assert spec.resolve("cpu", 10)["inner_steps"] == spec.presets["cpu"]["per_ipc"][1]["inner_steps"]
+    assert spec.resolve("cpu", 10)["inner_steps"] == spec.presets["cpu"]["per_ipc"][10]["inner_steps"]
+    assert spec.resolve("cpu", 1)["inner_steps"] == spec.presets["cpu"]["per_ipc"][1]["inner_steps"]
     assert spec.resolve("standard", 10)["inner_steps"] == spec.per_ipc[10]["inner_steps"]
     assert spec.resolve("cpu", 10, {"inner_steps": 3})["inner_steps"] == 3
     assert "per_ipc" not in spec.resolve("cpu", 10)

@@ -51,7 +51,8 @@ State = tuple[list[torch.Tensor], list[torch.Tensor]]  # (parameters, momentum b
               "model": "convnet", "init": "real", "checkpoint_every": 100, "log_every": 10},
     presets={
         "cpu": {"iterations": 60, "checkpoint_segment": 0, "lr_images": 0.01, "batch_real": 16, "model": "convnet-w32",
-                "checkpoint_every": 20, "per_ipc": {1: {"inner_steps": 8, "truncate": 0}}},
+                "checkpoint_every": 20, "per_ipc": {1: {"inner_steps": 8, "truncate": 0},
+                                                    10: {"inner_steps": 30, "truncate": 10, "lr_images": 0.003}}},
         "smoke": {"iterations": 4, "checkpoint_segment": 1, "batch_real": 4, "model": "convnet-w8-d2",
                   "checkpoint_every": 2, "log_every": 1, "per_ipc": {1: {"inner_steps": 3, "truncate": 2}}},
     },
