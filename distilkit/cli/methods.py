@@ -12,7 +12,8 @@ from distilkit.cli import cli
 @click.argument("name", required=False)
 @click.option("--preset", default="cpu", show_default=True, help="Show the defaults this preset resolves to.")
 @click.option("--ipc", type=int, default=10, show_default=True, help="Show the defaults for this IPC.")
-def methods_command(name, preset, ipc) -> None:
+@click.option("--verbose", "-v", is_flag=True, help="Say where each default comes from.")
+def methods_command(name, preset, ipc, verbose) -> None:
     """List distillation methods, or show NAME's resolved defaults for a preset and IPC."""
     from distilkit.methods import get_method, list_methods
 
@@ -26,4 +27,10 @@ def methods_command(name, preset, ipc) -> None:
     if spec.citation:
         click.echo(f"cite: {spec.citation}")
     click.echo(f"defaults for --preset {preset} --ipc {ipc} (override with --arg KEY=VALUE):")
-    click.echo(yaml.safe_dump(spec.resolve(preset, ipc), sort_keys=True).rstrip() or "  (none)")
+    resolved = spec.resolve(preset, ipc)
+    if not verbose:
+        click.echo(yaml.safe_dump(resolved, sort_keys=True).rstrip() or "  (none)")
+        return
+    for key in sorted(resolved):
+        value = yaml.safe_dump({key: resolved[key]}, default_flow_style=True).strip()[1:-1]
+        click.echo(f"{value:<40} # {spec.source_of(key, preset, ipc)}")
