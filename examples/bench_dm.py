@@ -9,6 +9,9 @@ peak-memory figure is its own.
     apt-get install -y dataset-fashion-mnist
     python examples/bench_dm.py                           # IPC 1, 10, 50; batch_real 256; ConvNet-3 w128
     python examples/bench_dm.py --ipcs 10 --iterations 5 --real-chunk 0 --naive-tuned 1
+
+On a machine with a GPU both variants run there (Accelerate picks the device; ACCELERATE_USE_CPU=1
+keeps them on the CPU) and the table adds peak GPU memory.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ def naive_loss(net, real, images, ipc, dsa, generator, batch_real):
         idx = pool[torch.randperm(len(pool), generator=generator)[:batch_real]]
         params = dsa.sample(1, generator)
         zeros_real, zeros_syn = torch.zeros(len(idx), dtype=torch.long), torch.zeros(ipc, dtype=torch.long)
-        out_real = net.embed(dsa(real.batch(idx), params, zeros_real)).detach()
+        out_real = net.embed(dsa(real.batch(idx).to(images.device), params, zeros_real)).detach()
         out_syn = net.embed(dsa(images[c * ipc : (c + 1) * ipc], params, zeros_syn))
         loss = loss + ((out_real.mean(0) - out_syn.mean(0)) ** 2).sum()
     return loss
@@ -55,16 +58,20 @@ def worker(args) -> dict:
     real = load_real(SourceConfig(source=args.source))
     ipc, dsa = args.ipc, DSA()
     generator = torch.Generator().manual_seed(0)
-    images = initial_images(real, ipc, "real", generator).requires_grad_(True)
+    device = acc.device
+    cuda = device.type == "cuda"
+    images = initial_images(real, ipc, "real", generator).to(device).requires_grad_(True)
     syn_labels = torch.arange(real.num_classes).repeat_interleave(ipc)
     optimizer = torch.optim.SGD([images], lr=1.0, momentum=0.5)
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     times = []
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
     for it in range(args.warmup + args.iterations):
         start = time.perf_counter()
         torch.manual_seed(it)
         net = create_model(args.model, images.shape[1], real.num_classes, tuple(images.shape[2:]))
-        net.requires_grad_(False)
+        net.to(device).requires_grad_(False)
         if args.variant == "distilkit":
             indices = real.sample_per_class(args.batch_real, generator)
             params = dsa.sample(real.num_classes, generator)
@@ -76,13 +83,20 @@ def worker(args) -> dict:
             optimizer.zero_grad()
             loss.backward()
         optimizer.step()
+        if cuda:
+            torch.cuda.synchronize()
         if it >= args.warmup:
             times.append(time.perf_counter() - start)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {"variant": args.variant, "ipc": ipc, "s_per_iteration": sum(times) / len(times),
             "s_per_iteration_min": min(times), "peak_rss_mb": peak / 1024,
             "peak_rss_growth_mb": (peak - baseline) / 1024, "iterations": len(times),
-            "num_train": int(real.train_images.shape[0])}
+            "num_train": int(real.train_images.shape[0]), "device": torch.cuda.get_device_name() if cuda else "cpu",
+            "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if cuda else None}
+
+
+def _gpu(row: dict) -> str:
+    return f"{row['peak_gpu_mb']:.0f}" if row.get("peak_gpu_mb") is not None else "-"
 
 
 def main() -> None:
@@ -115,14 +129,16 @@ def main() -> None:
             done = subprocess.run(cmd, capture_output=True, text=True, check=True)
             rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
             print(json.dumps(rows[-1]), flush=True)
-    print("\n| IPC | per-class loop s/it | distilkit s/it | speed-up | loop peak RSS MB | distilkit peak RSS MB |")
-    print("|---|---|---|---|---|---|")
+    print(f"\n{rows[0]['device']}")
+    print("| IPC | per-class loop s/it | distilkit s/it | speed-up | loop peak RSS MB | distilkit peak RSS MB |"
+          " loop / distilkit peak GPU MB |")
+    print("|---|---|---|---|---|---|---|")
     for ipc in sorted({r["ipc"] for r in rows}):
         naive = next(r for r in rows if r["ipc"] == ipc and r["variant"] == "naive")
         ours = next(r for r in rows if r["ipc"] == ipc and r["variant"] == "distilkit")
-        print(f"| {ipc} | {naive['s_per_iteration']:.2f} | {ours['s_per_iteration']:.2f} | "
+        print(f"| {ipc} | {naive['s_per_iteration']:.3g} | {ours['s_per_iteration']:.3g} | "
               f"{naive['s_per_iteration'] / ours['s_per_iteration']:.2f}x | {naive['peak_rss_mb']:.0f} | "
-              f"{ours['peak_rss_mb']:.0f} |")
+              f"{ours['peak_rss_mb']:.0f} | {_gpu(naive)} / {_gpu(ours)} |")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
 

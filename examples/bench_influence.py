@@ -2,13 +2,15 @@
 
 The study's setting: 100 distilled images (IPC 10), ConvNet-3 w128, 300 full-batch iterations,
 101 trainings. ``sequential`` trains the models one after another with the standard training loop;
-``vectorised`` trains ``--model-chunk`` of them at once (stacked parameters, ``torch.func.vmap``);
+``vectorised`` trains ``--model-chunk`` of them at once as one grouped ConvNet (stacked parameters,
+distilkit.audit.loo.stacked_convnet), ``vmap`` the same with ``torch.func.vmap(functional_call)``;
 the audit's ``strategy: auto`` uses the first on CPUs and the second on GPUs.
 Both are timed over ``--iterations`` iterations of ``--models`` models (each variant in its own
 process, for its own peak RSS) and extrapolated to the whole computation (101 models x 300 steps).
 
     python examples/bench_influence.py                          # ConvNet-3 w128, 100 images
     python examples/bench_influence.py --model convnet-w16 --iterations 20
+    python examples/bench_influence.py --device cuda --models 101 --model-chunk 101 --iterations 20
 """
 
 from __future__ import annotations
@@ -40,15 +42,28 @@ def measure(args) -> dict:
     torch.manual_seed(0)
     model = create_model(args.model, images.shape[1], real.num_classes, tuple(images.shape[2:]))
     cfg = TrainConfig(**{**STUDY_DISTILLED, "iterations": args.iterations})
+    cuda = torch.device(args.device).type == "cuda"
+    strategy = "sequential" if args.variant == "sequential" else "vectorised"
+    kwargs = {"strategy": strategy, "stacking": "vmap" if args.variant == "vmap" else "auto", "device": args.device}
+    if cuda:  # warm-up: kernels, cuDNN autotuning and the allocator, not timed
+        loo_test_losses(model, images, labels, test_images, test_labels,
+                        TrainConfig(**{**STUDY_DISTILLED, "iterations": 1}), model_chunk=args.model_chunk,
+                        models=list(range(args.models)), **kwargs)
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
     loo_test_losses(model, images, labels, test_images, test_labels, cfg, model_chunk=args.model_chunk,
-                    models=list(range(args.models)), strategy=args.variant)
+                    models=list(range(args.models)), **kwargs)
+    if cuda:
+        torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     per_model_step = seconds / (args.models * args.iterations)
     total = per_model_step * (images.shape[0] + 1) * args.full_iterations
     return {"variant": args.variant, "images": int(images.shape[0]), "model": args.model,
             "ms_per_model_step": 1000 * per_model_step, "extrapolated_total_s": total,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "device": torch.cuda.get_device_name() if cuda else "cpu",
+            "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if cuda else None}
 
 
 def main() -> None:
@@ -61,27 +76,34 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=2, help="iterations timed")
     parser.add_argument("--full-iterations", type=int, default=300, help="iterations extrapolated to")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (the audit's auto strategy is vectorised there)")
     parser.add_argument("--out", default="bench/influence.json")
-    parser.add_argument("--variant", choices=["sequential", "vectorised"], help=argparse.SUPPRESS)
+    parser.add_argument("--variants", default="sequential,vectorised,vmap")
+    parser.add_argument("--variant", choices=["sequential", "vectorised", "vmap"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.variant:
         print(json.dumps(measure(args)))
         return
     rows = []
-    for variant in ("sequential", "vectorised"):
+    for variant in args.variants.split(","):
         cmd = [sys.executable, __file__, "--variant", variant]
-        for flag in ("source", "model", "images", "models", "model_chunk", "iterations", "full_iterations", "threads"):
+        for flag in ("source", "model", "images", "models", "model_chunk", "iterations", "full_iterations", "threads",
+                     "device"):
             cmd += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
         done = subprocess.run(cmd, capture_output=True, text=True, check=True)
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
         print(json.dumps(rows[-1]), flush=True)
-    seq, vec = rows
-    print(f"\n{args.model}, {seq['images']} images, {seq['images'] + 1} trainings x {args.full_iterations} iterations")
-    print("| variant | ms per model-step | extrapolated total | peak RSS MB |\n|---|---|---|---|")
+    seq = rows[0]
+    print(f"\n{seq['device']}: {args.model}, {seq['images']} images, {seq['images'] + 1} trainings x "
+          f"{args.full_iterations} iterations")
+    print("| variant | ms per model-step | extrapolated total | peak RSS MB | peak GPU MB |\n|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['variant']} | {r['ms_per_model_step']:.1f} | {r['extrapolated_total_s'] / 60:.1f} min | "
-              f"{r['peak_rss_mb']:.0f} |")
-    print(f"speed-up: {seq['ms_per_model_step'] / vec['ms_per_model_step']:.2f}x")
+        gpu = f"{r['peak_gpu_mb']:.0f}" if r["peak_gpu_mb"] is not None else "-"
+        print(f"| {r['variant']} | {r['ms_per_model_step']:.2f} | {r['extrapolated_total_s'] / 60:.2f} min | "
+              f"{r['peak_rss_mb']:.0f} | {gpu} |")
+    for r in rows[1:]:
+        speedup = seq["ms_per_model_step"] / r["ms_per_model_step"]
+        print(f"speed-up of {r['variant']} over {seq['variant']}: {speedup:.2f}x")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
 

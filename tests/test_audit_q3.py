@@ -29,14 +29,34 @@ def test_vectorised_leave_one_out_equals_sequential(tiny_set, schedule):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     sequential = loo_influence_sequential(model, x, y, tx, ty, cfg)
     vectorised = influence_from_losses(loo_test_losses(model, x, y, tx, ty, cfg, model_chunk=4, strategy="vectorised"))
+    vmapped = influence_from_losses(loo_test_losses(model, x, y, tx, ty, cfg, model_chunk=4, strategy="vectorised",
+                                                    stacking="vmap"))
     assert vectorised.shape == (9, 20)
     torch.testing.assert_close(vectorised, sequential, atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(vmapped, sequential, atol=2e-5, rtol=1e-4)
     assert sequential.abs().max() > 1e-3  # leaving a point out changes the test losses
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the shared init is untouched
     everything = loo_test_losses(model, x, y, tx, ty, cfg, strategy="vectorised")
     for strategy in ("vectorised", "sequential"):  # one process's share
         share = loo_test_losses(model, x, y, tx, ty, cfg, model_chunk=2, models=[3, 9], strategy=strategy)
         torch.testing.assert_close(share, everything[[3, 9]], atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["convnet-w4-d2", "convnet-w4-d2-nn-np", "convnet-w4-d1-gn-mp"])
+def test_stacked_convnet_equals_each_model_on_its_own(name):
+    from torch.func import functional_call
+
+    from distilkit.audit.loo import stacked_convnet
+
+    torch.manual_seed(1)
+    models = [create_model(name, 3, 5, (12, 12)) for _ in range(3)]
+    params = {k: torch.stack([dict(m.named_parameters())[k] for m in models]) for k, _ in models[0].named_parameters()}
+    x = torch.randn(4, 3, 12, 12)
+    forward = stacked_convnet(models[0], 3)
+    assert forward is not None
+    expected = torch.stack([functional_call(models[0], {k: v[i] for k, v in params.items()}, (x,)) for i in range(3)])
+    torch.testing.assert_close(forward(params, x), expected, atol=1e-5, rtol=1e-4)
+    assert stacked_convnet(create_model("convnet-w4-d2-bn", 3, 5, (12, 12)), 3) is None
 
 
 def test_tracin_ranks_like_exact_leave_one_out(tiny_set):

@@ -48,5 +48,5 @@ def test_bench_influence_runs_on_tiny_settings(tmp_path):
     done = subprocess.run(cmd, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     rows = json.loads(out.read_text())["rows"]
-    assert [r["variant"] for r in rows] == ["sequential", "vectorised"]
+    assert [r["variant"] for r in rows] == ["sequential", "vectorised", "vmap"]
     assert all(r["ms_per_model_step"] > 0 and r["extrapolated_total_s"] > 0 for r in rows)

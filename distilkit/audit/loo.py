@@ -6,8 +6,14 @@ cross-entropy on every test image. ``influence[i, t] = loss_t(without i) - loss_
 positive when point i helps test image t.
 
 The N + 1 trainings run as one computation: the models' parameters are stacked along a leading
-dimension and the network is applied with ``torch.func.vmap(functional_call)``; leaving a point
-out is a 0/1 weight in each model's mean loss. Models are processed in chunks of ``model_chunk``
+dimension; leaving a point out is a 0/1 weight in each model's mean loss, and one backward pass of
+the summed losses gives every model its own gradient. For the ConvNet family the stacked models
+run as ONE network in a model-major channel layout [N, M*C, H, W] (:func:`stacked_convnet`): the
+first convolution is a plain convolution with the M weight sets stacked as output channels (all
+models see the same images), later ones are grouped convolutions (groups = M), instance norm is a
+group norm over the M*C channels, and the heads are one batched matrix product. Other networks
+use ``torch.func.vmap(functional_call)``, whose batching of convolutions reshapes between layouts
+at every layer. Models are processed in chunks of ``model_chunk``
 (memory grows with it). :func:`loo_influence_sequential` is the reference: the same trainings one
 after another through :func:`distilkit.train.train_model`.
 
@@ -55,10 +61,53 @@ def _test_losses(forward, params, test_images: torch.Tensor, test_labels: torch.
                       for s in range(0, test_images.shape[0], test_chunk)], dim=-1)
 
 
+def stacked_convnet(model: nn.Module, num_models: int):
+    """A forward ``f(params, x) -> logits [M, N, K]`` of ``num_models`` stacked copies of a ConvNet.
+
+    ``params`` maps the model's parameter names to tensors with a leading model dimension; ``x``
+    [N, C, H, W] is shared by all models. Returns ``None`` when the model is not a ConvNet this
+    layout supports (layer norm mixes channels and space per model; batch norm has buffers).
+    """
+    from distilkit.models.convnet import ConvNet
+
+    if not isinstance(model, ConvNet):
+        return None
+    layers = list(model.features.named_children())
+    for _, layer in layers:
+        if not isinstance(layer, (nn.Conv2d, nn.GroupNorm, nn.ReLU, nn.MaxPool2d, nn.Identity)) and \
+                type(layer).__name__ != "AvgPool2x2":
+            return None
+    m = num_models
+
+    def forward(params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        h, shared = x, True
+        for name, layer in layers:
+            if isinstance(layer, nn.Conv2d):
+                weight, bias = params[f"features.{name}.weight"], params[f"features.{name}.bias"]
+                h = F.conv2d(h, weight.reshape(-1, *weight.shape[2:]), bias.reshape(-1), padding=layer.padding,
+                             groups=1 if shared else m)
+                shared = False
+            elif isinstance(layer, nn.GroupNorm):
+                h = F.group_norm(h, m * layer.num_groups, params[f"features.{name}.weight"].reshape(-1),
+                                 params[f"features.{name}.bias"].reshape(-1), layer.eps)
+            elif isinstance(layer, nn.ReLU):
+                h = F.relu(h)
+            else:
+                h = layer(h)
+        if shared:  # no convolution: every model sees the same features
+            h = h.unsqueeze(1).expand(h.shape[0], m, *h.shape[1:])
+        features = h.reshape(h.shape[0], m, -1).transpose(0, 1)  # [M, N, F], each model's own flatten order
+        weight, bias = params["classifier.weight"], params["classifier.bias"]
+        return torch.baddbmm(bias.unsqueeze(1), features, weight.transpose(1, 2))
+
+    return forward
+
+
 def loo_test_losses(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, test_images: torch.Tensor,
                     test_labels: torch.Tensor, cfg: TrainConfig, lr: float | None = None, model_chunk: int = 16,
                     test_chunk: int = 1000, device: torch.device | str = "cpu", progress=None,
-                    models: list[int] | None = None, strategy: str = "auto") -> torch.Tensor:
+                    models: list[int] | None = None, strategy: str = "auto",
+                    stacking: str = "auto") -> torch.Tensor:
     """Test losses [len(models), T] of the leave-one-out models (index i < N: without point i; N: all).
 
     ``model`` holds the shared initialisation (left unchanged). ``models`` selects which of the
@@ -66,7 +115,8 @@ def loo_test_losses(model: nn.Module, images: torch.Tensor, targets: torch.Tenso
     ``strategy``: "vectorised" (``model_chunk`` models per vmapped pass), "sequential" (one model
     after another through the standard training loop) or "auto" — vectorised on GPUs, sequential
     on the CPU, where vmap's batching of convolutions and group norm was measured several times
-    slower than the plain loop (examples/bench_influence.py).
+    slower than the plain loop (examples/bench_influence.py). ``stacking``: "auto" runs ConvNets
+    as one grouped network (:func:`stacked_convnet`), "vmap" forces ``torch.func.vmap``.
     """
     if cfg.batch_size is not None or cfg.dsa:
         raise DistilkitError("exact leave-one-out is defined for full-batch training without augmentation")
@@ -83,11 +133,13 @@ def loo_test_losses(model: nn.Module, images: torch.Tensor, targets: torch.Tenso
     base = copy.deepcopy(model).to(device).train()
     init = {k: v.detach() for k, v in base.named_parameters()}
     images, targets, test_images = images.to(device), targets.to(device), test_images.to(device)
-    forward = vmap(lambda p, x: functional_call(base, p, (x,)), in_dims=(0, None))
     out = []
     for start in range(0, len(models), model_chunk):
         ids = torch.tensor(models[start : start + model_chunk])
         m = ids.numel()
+        forward = stacked_convnet(base, m) if stacking == "auto" else None
+        if forward is None:
+            forward = vmap(lambda p, x: functional_call(base, p, (x,)), in_dims=(0, None))
         weights = torch.ones(m, n, device=device)
         left_out = ids < n
         weights[left_out.nonzero().flatten(), ids[left_out]] = 0.0
