@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from distilkit.audit.influence import mean_pairwise_cosine, random_same_class_coherence
+from distilkit.audit.influence import class_matched_coherence, mean_pairwise_cosine, random_same_class_coherence
 from distilkit.audit.loo import influence_from_losses, loo_influence_sequential, loo_test_losses, spearman, tracin
 from distilkit.audit.real_runs import STUDY_DISTILLED
 from distilkit.errors import DistilkitError
@@ -87,6 +87,14 @@ def test_coherence_scores():
     labels = torch.tensor([0, 0, 0, 1, 1, 1])
     torch.testing.assert_close(random_same_class_coherence(features, labels, 2, 3, sets=4, seed=0),
                                torch.tensor([1.0, -1 / 3]))
+    # class-matched sets: a pure class-0 top set can only be matched by class-0 images (cosine 1); a set of
+    # two class-0 images and one class-1 image is matched by sets of that make-up, whose cosine varies
+    top = torch.tensor([[0, 1, 2], [0, 1, 4]])
+    matched = class_matched_coherence(features, labels, top, sets=200, seed=0)
+    assert matched[0] == pytest.approx(1.0)
+    mixed_sets = [mean_pairwise_cosine(features[torch.tensor([a, b, c])]).item()
+                  for a in range(3) for b in range(3) for c in (3, 4, 5)]
+    assert min(mixed_sets) - 1e-6 <= matched[1] <= max(mixed_sets) + 1e-6 and min(mixed_sets) < max(mixed_sets)
 
 
 def test_influence_shared_across_two_processes_equals_one_process(tmp_path, accelerator):
