@@ -102,6 +102,8 @@ def distill_bptt(real: RealData, ipc: int, cfg: dict, ctx: RunContext) -> Method
         optimizer.zero_grad(set_to_none=True)
         loss = unrolled_backward(net, images, torch.softmax(logits, 1), log_lr, x_real, y_real, cfg["inner_steps"],
                                  cfg["truncate"], cfg["checkpoint_segment"], cfg["inner_momentum"])
+        if acc.num_processes > 1:  # the mean of the ranks' shares: every rank logs and checks the same value
+            loss = float(acc.reduce(torch.tensor(loss, device=device), "mean"))
         if not math.isfinite(loss):
             raise DistilkitError(f"bptt: the real loss became {loss} at iteration {it} (learned lr "
                                  f"{float(log_lr.detach().exp()):.3g}); lower lr_inner, lr_lr or lr_images")

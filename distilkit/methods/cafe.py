@@ -136,9 +136,11 @@ def cafe_step(net: ConvNet, real: RealData, indices: torch.Tensor, images: torch
     centers = syn_outs[-1].reshape(num_classes, ipc, -1).mean(1)
     disc_loss = F.cross_entropy(real_emb @ centers.T / cfg["temperature"], real_labels)
     (layer_loss + cfg["beta"] * disc_loss).backward()
+    disc_loss = disc_loss.detach()
     if acc.num_processes > 1:  # the discrimination term differs per rank (local real features)
         images.grad = acc.reduce(images.grad, "mean")
-    return float(layer_loss.detach()), float(disc_loss.detach())
+        disc_loss = acc.reduce(disc_loss, "mean")
+    return float(layer_loss.detach()), float(disc_loss)
 
 
 def _train_net(net: ConvNet, images: torch.Tensor, labels: torch.Tensor, dsa: DSA | None, cfg: dict,

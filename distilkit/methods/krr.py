@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from distilkit.data.dsa import DEFAULT_STRATEGY, DSA
+from distilkit.data.dsa import DEFAULT_STRATEGY, DSA, DSAParams
 from distilkit.data.real import RealData
 from distilkit.errors import DistilkitError
 from distilkit.methods.learnable import label_logits, load_optimizer_tensors, optimizer_tensors, seeded_model
@@ -97,8 +97,10 @@ def distill_krr(real: RealData, ipc: int, cfg: dict, ctx: RunContext) -> MethodO
         x_real = real.batch(indices).to(device)
         y_real = F.one_hot(real.train_labels[indices], num_classes).float().to(device) - 1.0 / num_classes
         x_syn = images
-        if dsa is not None:
-            x_real = dsa(x_real, dsa.sample(x_real.shape[0], generator))
+        if dsa is not None:  # draw for the whole batch on every rank, then take this rank's rows
+            mine = torch.arange(num_classes * cfg["batch_real"]).reshape(num_classes, -1)[:, rank_slice].reshape(-1)
+            drawn = dsa.sample(num_classes * cfg["batch_real"], generator)
+            x_real = dsa(x_real, DSAParams(op=drawn.op[mine], u=drawn.u[mine]))
             x_syn = dsa(images, dsa.sample(images.shape[0], generator))
         nets = [pool.pick(it)] if pool is not None else _kernel_nets(real, cfg, ctx, it)
         optimizer.zero_grad(set_to_none=True)
@@ -108,6 +110,7 @@ def distill_krr(real: RealData, ipc: int, cfg: dict, ctx: RunContext) -> MethodO
             for tensor in learned.values():
                 if tensor.grad is not None:
                     tensor.grad = acc.reduce(tensor.grad, "mean")
+            loss = acc.reduce(loss.detach(), "mean")
         optimizer.step()
         if pool is not None:
             pool.train_step(it, images.detach(), torch.softmax(logits.detach(), 1))

@@ -1,0 +1,65 @@
+"""Two CPU processes (torchrun, ACCELERATE_USE_CPU=1) give the one-process answer.
+
+Every method shards its real batch (or its work) across the ranks and all-reduces what the
+synthetic images' gradient needs, so the distilled images equal the single-process run up to the
+order of floating-point sums; evaluation runs are split across ranks and gathered in order.
+Only the main process writes the set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from distilkit.config import DistillConfig
+from distilkit.distilled import DistilledSet
+from distilkit.evaluate import evaluate_folder
+from distilkit.methods import list_methods
+from distilkit.pipeline import distill
+
+WORKER = Path(__file__).with_name("multiprocess_worker.py")
+SELECTION = {"random", "herding", "kcenter"}
+
+
+@pytest.fixture(scope="module")
+def two_process_runs(tmp_path_factory):
+    out = tmp_path_factory.mktemp("two")
+    methods = [m for m in list_methods() if m not in SELECTION]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29541",
+           str(WORKER), str(out), ",".join(methods)]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1200)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return out
+
+
+@pytest.mark.parametrize("method", [m for m in list_methods() if m not in SELECTION])
+def test_two_processes_distill_the_same_set(method, two_process_runs, tmp_path, accelerator):
+    one = distill(DistillConfig(method=method, ipc=2, preset="smoke", out=str(tmp_path / method)),
+                  accelerator=accelerator)
+    single, shared = DistilledSet.load(one), DistilledSet.load(two_process_runs / method)
+    scale = single.images.abs().max().item()
+    torch.testing.assert_close(shared.images, single.images, atol=1e-5 * scale, rtol=0)
+    assert not torch.equal(single.images, torch.zeros_like(single.images))
+    if single.learned_lr is not None:
+        assert shared.learned_lr == pytest.approx(single.learned_lr, rel=1e-5)
+    if single.soft_labels is not None:
+        torch.testing.assert_close(shared.soft_labels, single.soft_labels, atol=1e-5, rtol=1e-4)
+    assert shared.history["loss"] == pytest.approx(single.history["loss"], rel=1e-4, abs=1e-6)
+    assert not list(two_process_runs.glob(f".{method}*"))  # no checkpoint or temp folder left behind
+
+
+def test_two_processes_split_evaluation_runs(two_process_runs, tmp_path, accelerator):
+    first = sorted(m for m in list_methods() if m not in SELECTION)[0]
+    shared = json.loads((two_process_runs / "evaluation.json").read_text())
+    assert shared["processes"] == 2
+    copy = tmp_path / "set"
+    DistilledSet.load(two_process_runs / first).save(copy)
+    single = evaluate_folder(copy, runs=3, preset="smoke", accelerator=accelerator)
+    assert shared["accuracies"] == pytest.approx(single[0]["accuracies"], abs=1e-6)
