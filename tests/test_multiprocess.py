@@ -63,3 +63,40 @@ def test_two_processes_split_evaluation_runs(two_process_runs, tmp_path, acceler
     DistilledSet.load(two_process_runs / first).save(copy)
     single = evaluate_folder(copy, runs=3, preset="smoke", accelerator=accelerator)
     assert shared["accuracies"] == pytest.approx(single[0]["accuracies"], abs=1e-6)
+
+
+def test_two_processes_share_the_audits(tmp_path, accelerator):
+    """Audits whose work is many independent trainings (leave-one-out models, agreement's model pools,
+    mixing and sensitivity runs) split it across 2 processes and report what one process reports."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from distilkit.audit.report import run_audits
+
+    audits = ["influence", "agreement", "mixing", "sensitivity"]
+    one = tmp_path / "one"
+    distill(DistillConfig(method="random", ipc=1, preset="smoke", out=str(one)), accelerator=accelerator)
+    two = tmp_path / "two"
+    shutil.copytree(one, two)
+    run_audits(one, only=audits, preset="smoke", accelerator=accelerator)
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1",
+           "DISTILKIT_CACHE": str(tmp_path / "cache-two")}  # the pools are built again, by both processes
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+           "-m", "distilkit", "audit", str(two), "--only", ",".join(audits), "--preset", "smoke"]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("[Q3] influence:") == 1  # only the main process reports
+    single = json.loads((one / "audit" / "report.json").read_text())["audits"]
+    shared = json.loads((two / "audit" / "report.json").read_text())["audits"]
+    for name in audits:
+        for key, value in single[name]["summary"].items():
+            if isinstance(value, float):
+                assert shared[name]["summary"][key] == pytest.approx(value, abs=1e-4), (name, key)
+            else:
+                assert shared[name]["summary"][key] == value, (name, key)
+    matrix_one = load_file(str(one / "audit" / "influence.safetensors"))["influence"]
+    matrix_two = load_file(str(two / "audit" / "influence.safetensors"))["influence"]
+    assert matrix_one.shape == (10, 60)
+    torch.testing.assert_close(matrix_two, matrix_one, atol=1e-5, rtol=1e-4)
+    assert list((tmp_path / "cache-two" / "pools").glob("*.safetensors"))  # the main process cached the pools

@@ -45,6 +45,7 @@ def early_window(spec: int | str, real: RealData, batch_size: int) -> int:
 
 @register_audit(
     "agreement", question=2, summary="prediction agreement with early-stopped vs subset-trained real models",
+    distributed=True,
     defaults={"model": "convnet", "distilled_protocol": STUDY_DISTILLED, "real_protocol": STUDY_REAL,
               "subset_pool": 520, "subset_fractions": [0.005, 0.05], "subset_epochs": 100,
               "early_runs": 30, "early_iterations": "epoch", "tolerance": 0.02, "test_subsample": None},
@@ -61,12 +62,11 @@ def audit_agreement(dset: DistilledSet, real: RealData, cfg: dict, ctx: AuditCon
     distilled_pred = predict(model, test_images, ctx.device)
     distilled_acc = (distilled_pred == test_labels).float().mean().item()
     tol = float(cfg["tolerance"])
-    progress = ctx.accelerator.is_local_main_process
 
     real_protocol = TrainConfig(model=cfg["model"], **cfg["real_protocol"])
     window = early_window(cfg["early_iterations"], real, real_protocol.batch_size or real.train_labels.shape[0])
     early = early_pool(real, ctx.models, cfg["model"], real_protocol, cfg["early_runs"], window, ctx.seed,
-                       cfg["test_subsample"], ctx.device, progress)
+                       cfg["test_subsample"], ctx.device, ctx.accelerator)
     early_agree_all = (early["predictions"] == distilled_pred).float().mean(2)  # [runs, window + 1]
     gaps = (early["accuracy"] - distilled_acc).abs()
     matched_iteration = gaps.argmin(1)  # argmin returns the first minimum: the earliest iteration
@@ -76,7 +76,9 @@ def audit_agreement(dset: DistilledSet, real: RealData, cfg: dict, ctx: AuditCon
 
     subset_protocol = TrainConfig(model=cfg["model"], **{**cfg["real_protocol"], "epochs": cfg["subset_epochs"]})
     subsets = subset_pool(real, ctx.models, cfg["model"], subset_protocol, cfg["subset_pool"],
-                          tuple(cfg["subset_fractions"]), ctx.seed, cfg["test_subsample"], ctx.device, progress)
+                          tuple(cfg["subset_fractions"]), ctx.seed, cfg["test_subsample"], ctx.device, ctx.accelerator)
+    if not ctx.accelerator.is_main_process:  # the pools are built together; the main process reports
+        return AuditResult(summary={}, verdict="")
     subset_agree_all = (subsets["predictions"] == distilled_pred).float().mean(1)
     subset_gap = (subsets["accuracy"] - distilled_acc).abs()
     matched = subset_gap <= tol

@@ -1,12 +1,30 @@
-"""Helpers shared by audits: original-pixel-space mapping and figures."""
+"""Helpers shared by audits: work split across processes, original-pixel-space mapping, figures."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 import torch
+from tqdm.auto import tqdm
 
 from distilkit.data.pixel_space import PixelSpace
+
+Job = TypeVar("Job")
+
+
+def share(accelerator: Any, jobs: Sequence[Job], run: Callable[[Job], Any], desc: str) -> list[Any]:
+    """``[run(job) for job in jobs]``, with the jobs dealt round-robin to the Accelerate processes and
+    the results gathered in job order on every process (each job must be seeded by itself)."""
+    rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator is not None else (0, 1)
+    local = [(i, run(jobs[i])) for i in tqdm(range(rank, len(jobs), world), desc=desc,
+                                            disable=accelerator is not None and not accelerator.is_local_main_process)]
+    if world > 1:
+        from accelerate.utils import gather_object
+
+        local = gather_object(local)
+    return [result for _, result in sorted(local, key=lambda pair: pair[0])]
 
 
 def to_original_pixels(images: torch.Tensor, space: PixelSpace) -> torch.Tensor:

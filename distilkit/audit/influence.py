@@ -24,6 +24,7 @@ the main process gathers the matrix and does the rest.
 
 from __future__ import annotations
 
+import math
 import os
 
 import torch
@@ -85,6 +86,14 @@ def random_same_class_coherence(features: torch.Tensor, labels: torch.Tensor, nu
     positions = keys.topk(k, dim=2, largest=False).indices
     draws = order[(offsets.view(-1, 1, 1) + positions).clamp(max=labels.numel() - 1)]
     return mean_pairwise_cosine(features[draws]).mean(1)
+
+
+def sign_test_p(successes: int, trials: int) -> float:
+    """Two-sided exact binomial sign test of ``successes`` out of ``trials`` against p = 1/2."""
+    if trials == 0:
+        return 1.0
+    tail = min(successes, trials - successes)
+    return min(1.0, 2 * sum(math.comb(trials, i) for i in range(tail + 1)) / 2**trials)
 
 
 def class_matched_coherence(features: torch.Tensor, labels: torch.Tensor, top: torch.Tensor, sets: int,
@@ -186,6 +195,7 @@ def audit_influence(dset: DistilledSet, real: RealData, cfg: dict, ctx: AuditCon
         "share_more_coherent_than_random": round((coherence > baseline).float().mean().item(), 4),
         "coherence_random_class_matched": round(matched.mean().item(), 4),
         "share_more_coherent_than_class_matched": round((coherence > matched).float().mean().item(), 4),
+        "sign_test_p_class_matched": round(sign_test_p(int((coherence > matched).sum()), n), 6),
         "tracin_vs_exact_spearman": round(correlation, 4), "tracin_check_images": checked,
     }
     rows = []
@@ -201,14 +211,16 @@ def audit_influence(dset: DistilledSet, real: RealData, cfg: dict, ctx: AuditCon
     figures = class_grids(dset, test_images, test_labels, top, real, ctx, cfg["max_class_figures"])
 
     same_class = summary["coherence_top_k"] > summary["coherence_random_same_class"]
-    beyond_classes = summary["coherence_top_k"] > summary["coherence_random_class_matched"]
+    beyond_classes = (summary["coherence_top_k"] > summary["coherence_random_class_matched"]
+                      and summary["sign_test_p_class_matched"] < 0.05)
     verdict = (f"Each distilled image's top-{top.shape[1]} influenced test images are "
                f"{100 * summary['class_purity']:.0f}% its own class (chance {100 * summary['chance_purity']:.0f}%); "
                f"their features are {'more' if same_class else 'less'} alike than random same-class sets "
                f"(cosine {summary['coherence_top_k']:.3f} vs {summary['coherence_random_same_class']:.3f}) and "
                f"{'more' if beyond_classes else 'less'} alike than random sets with the same class make-up "
                f"({summary['coherence_random_class_matched']:.3f}; "
-               f"{100 * summary['share_more_coherent_than_class_matched']:.0f}% of images)"
+               f"{100 * summary['share_more_coherent_than_class_matched']:.0f}% of images, sign test p = "
+               f"{summary['sign_test_p_class_matched']:.2g})"
                + (": single distilled points pick out sub-concepts beyond their classes, as the study found."
                   if beyond_classes else ": no sign of the sub-concept structure the study found.")
                + f" TracIn vs exact leave-one-out: Spearman {correlation:.2f} ({checked} images).")

@@ -12,9 +12,8 @@ from __future__ import annotations
 import statistics
 
 import torch
-from tqdm.auto import tqdm
 
-from distilkit.audit.common import pyplot, save_figure
+from distilkit.audit.common import pyplot, save_figure, share
 from distilkit.audit.registry import AuditContext, AuditResult, Table, register_audit
 from distilkit.data.real import RealData
 from distilkit.distilled import DistilledSet
@@ -26,6 +25,7 @@ PAPER = {"model": "convnet", "iterations": 300, "batch_size": None, "lr": 0.01, 
 
 @register_audit(
     "mixing", question=1, summary="distilled + k real images per class vs random real + k",
+    distributed=True,
     defaults={"ks": [0, 2, 10, 50, 250], "seeds": 3, "protocol": PAPER},
     presets={"cpu": {"seeds": 2, "protocol": {**PAPER, "model": "convnet-w32", "batch_size": 256, "iterations": 150}},
              "smoke": {"ks": [0, 2], "seeds": 1, "protocol": {**PAPER, "model": "convnet-w8-d2", "iterations": 10}}},
@@ -36,21 +36,26 @@ def audit_mixing(dset: DistilledSet, real: RealData, cfg: dict, ctx: AuditContex
     ks = sorted({min(k, room) for k in cfg["ks"] if room >= 0})
     test_images, test_labels = real.test_set()
     num_classes = dset.num_classes
+    draws = [real.sample_per_class(dset.ipc + ks[-1], torch.Generator().manual_seed(ctx.seed * 100 + seed))
+             for seed in range(cfg["seeds"])]
+    jobs = [(seed, k, name) for seed in range(cfg["seeds"]) for k in ks for name in ("distilled", "random")]
+
+    def run(job: tuple[int, int, str]) -> float:
+        seed, k, name = job
+        drawn = draws[seed]
+        extra = drawn[:, dset.ipc : dset.ipc + k].reshape(-1)
+        base = drawn[:, : dset.ipc].reshape(-1)
+        x, y = (dset.images, dset.labels) if name == "distilled" else (real.batch(base), real.train_labels[base])
+        return train_and_test(torch.cat([x, real.batch(extra)]), torch.cat([y, real.train_labels[extra]]),
+                              test_images, test_labels, num_classes, protocol, seed=ctx.seed * 1000 + seed,
+                              device=ctx.device)
+
+    results = share(ctx.accelerator, jobs, run, "mixing")
+    if not ctx.accelerator.is_main_process:  # the trainings are shared; the main process reports
+        return AuditResult(summary={}, verdict="")
     acc = {("distilled", k): [] for k in ks} | {("random", k): [] for k in ks}
-    bar = tqdm(total=cfg["seeds"] * len(ks) * 2, desc="mixing", disable=not ctx.accelerator.is_local_main_process)
-    for seed in range(cfg["seeds"]):
-        drawn = real.sample_per_class(dset.ipc + ks[-1], torch.Generator().manual_seed(ctx.seed * 100 + seed))
-        base_idx = drawn[:, : dset.ipc].reshape(-1)
-        for k in ks:
-            extra = drawn[:, dset.ipc : dset.ipc + k].reshape(-1)
-            extra_x, extra_y = real.batch(extra), real.train_labels[extra]
-            for name, (x, y) in {"distilled": (dset.images, dset.labels),
-                                 "random": (real.batch(base_idx), real.train_labels[base_idx])}.items():
-                acc[(name, k)].append(train_and_test(torch.cat([x, extra_x]), torch.cat([y, extra_y]), test_images,
-                                                     test_labels, num_classes, protocol,
-                                                     seed=ctx.seed * 1000 + seed, device=ctx.device))
-                bar.update()
-    bar.close()
+    for (_, k, name), value in zip(jobs, results, strict=True):
+        acc[(name, k)].append(value)
     mean = {key: statistics.fmean(v) for key, v in acc.items()}
     std = {key: statistics.pstdev(v) for key, v in acc.items()}
     rows = [[k, round(mean[("distilled", k)], 4), round(std[("distilled", k)], 4), round(mean[("random", k)], 4),

@@ -93,8 +93,9 @@ def _metadata(path: Path) -> dict:
 
 
 def cached_tensors(cache: RealModelCache, real: RealData, kind: str, spec: dict, seed: int,
-                   build: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Tensors derived from real data (e.g. a pool's test predictions), built once and cached.
+                   build: Callable[[], dict[str, torch.Tensor]], write: bool = True) -> dict[str, torch.Tensor]:
+    """Tensors derived from real data (e.g. a pool's test predictions), built once and cached
+    (``write=False``: build without caching, e.g. on a non-main process).
 
     The key hashes the real data, ``kind``, ``spec`` (everything the build depends on) and ``seed``;
     files go to ``<cache>/pools/<kind>-<key>.safetensors``. Hits and misses count in ``cache``.
@@ -108,6 +109,8 @@ def cached_tensors(cache: RealModelCache, real: RealData, kind: str, spec: dict,
         return load_file(str(path))
     cache.misses += 1
     tensors = build()
+    if not write:
+        return tensors
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp),

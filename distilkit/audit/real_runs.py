@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
+from distilkit.audit.common import share
 from distilkit.audit.real_models import RealModelCache, cached_tensors
 from distilkit.data.real import RealData
 from distilkit.distilled import DistilledSet
@@ -86,12 +86,13 @@ def train_on_distilled(dset: DistilledSet, real: RealData, model_name: str, prot
 
 def subset_pool(real: RealData, cache: RealModelCache, model_name: str, protocol: TrainConfig, size: int,
                 fractions: tuple[float, float], seed: int, test_subsample: int | None = None,
-                device: torch.device | str = "cpu", progress: bool = True) -> dict[str, torch.Tensor]:
+                device: torch.device | str = "cpu", accelerator=None) -> dict[str, torch.Tensor]:
     """``size`` models, each trained on a random class-balanced real subset; their test predictions.
 
     Subset sizes are evenly spaced over ``fractions`` (of the train split), at least one image per
     class and at most the smallest class. Returns {"predictions" [size, n_test] int16, "accuracy"
-    [size], "per_class" [size] (images per class)}, predictions on :func:`test_split`.
+    [size], "per_class" [size] (images per class)}, predictions on :func:`test_split`. Under
+    Accelerate the models are split across the processes and gathered; the main process caches.
     """
     lo, hi = fractions
     spec = {"model": model_name, "protocol": protocol.to_dict(), "size": size, "fractions": [lo, hi],
@@ -102,41 +103,52 @@ def subset_pool(real: RealData, cache: RealModelCache, model_name: str, protocol
         smallest = int(real.class_counts.min())
         per_class = [min(smallest, max(1, round(f * n / k))) for f in torch.linspace(lo, hi, size).tolist()]
         test_images, test_labels = test_split(real, test_subsample, seed)
-        predictions = torch.empty(size, test_labels.shape[0], dtype=torch.int16)
-        for m in tqdm(range(size), desc="subset pool", disable=not progress):
+
+        def one(m: int) -> torch.Tensor:
             generator = torch.Generator().manual_seed(seed * 100_003 + m)
             pick = real.sample_per_class(per_class[m], generator).reshape(-1)
             model = seeded_model(model_name, real, seed * 100_003 + m)
             train_model(model, real.batch(pick), real.train_labels[pick], protocol, generator, device=device)
-            predictions[m] = predict(model, test_images, device).to(torch.int16)
+            return predict(model, test_images, device).to(torch.int16)
+
+        predictions = torch.stack(share(accelerator, range(size), one, "subset pool"))
         return {"predictions": predictions, "accuracy": (predictions == test_labels).float().mean(1),
                 "per_class": torch.tensor(per_class)}
 
-    return cached_tensors(cache, real, "subset-pool", spec, seed, build)
+    return cached_tensors(cache, real, "subset-pool", spec, seed, build, write=_is_main(accelerator))
 
 
 def early_pool(real: RealData, cache: RealModelCache, model_name: str, protocol: TrainConfig, runs: int,
                iterations: int, seed: int, test_subsample: int | None = None, device: torch.device | str = "cpu",
-               progress: bool = True) -> dict[str, torch.Tensor]:
+               accelerator=None) -> dict[str, torch.Tensor]:
     """``runs`` training runs on the whole real train split with test predictions after every
     iteration 0..``iterations``: {"predictions" [runs, iterations + 1, n_test] int16, "accuracy"
-    [runs, iterations + 1]}, predictions on :func:`test_split`."""
+    [runs, iterations + 1]}, predictions on :func:`test_split`. Runs are split across processes."""
     spec = {"model": model_name, "protocol": protocol.to_dict(), "runs": runs, "iterations": iterations,
             "test_subsample": test_subsample}
 
     def build() -> dict[str, torch.Tensor]:
         images = real.batch(torch.arange(real.train_labels.shape[0]))
         test_images, test_labels = test_split(real, test_subsample, seed)
-        predictions = torch.empty(runs, iterations + 1, test_labels.shape[0], dtype=torch.int16)
-        bar = tqdm(total=runs * (iterations + 1), desc="early-stopped pool", disable=not progress)
-        for r in range(runs):
+
+        def one(r: int) -> torch.Tensor:
             model = seeded_model(model_name, real, seed * 100_003 + r)
             generator = torch.Generator().manual_seed(seed * 100_003 + r + 7919)
+            run = torch.empty(iterations + 1, test_labels.shape[0], dtype=torch.int16)
             for t in training_steps(model, images, real.train_labels, protocol, generator, device=device,
                                     steps=iterations):
-                predictions[r, t] = predict(model, test_images, device).to(torch.int16)
-                bar.update()
-        bar.close()
+                run[t] = predict(model, test_images, device).to(torch.int16)
+            return run
+
+        predictions = torch.stack(share(accelerator, range(runs), one, "early-stopped pool"))
         return {"predictions": predictions, "accuracy": (predictions == test_labels).float().mean(2)}
 
-    return cached_tensors(cache, real, "early-pool", spec, seed, build)
+    return cached_tensors(cache, real, "early-pool", spec, seed, build, write=_is_main(accelerator))
+
+
+def _is_main(accelerator) -> bool:
+    """Whether this process writes the cache; first every process waits until earlier writes are done,
+    so that all of them see the same cache state (a pool built by some ranks only would hang)."""
+    if accelerator is not None and accelerator.num_processes > 1:
+        accelerator.wait_for_everyone()
+    return accelerator is None or accelerator.is_main_process

@@ -16,9 +16,8 @@ import dataclasses
 import statistics
 
 import torch
-from tqdm.auto import tqdm
 
-from distilkit.audit.common import pyplot, save_figure
+from distilkit.audit.common import pyplot, save_figure, share
 from distilkit.audit.registry import AuditContext, AuditResult, Table, register_audit
 from distilkit.data.real import RealData
 from distilkit.distilled import DistilledSet
@@ -46,6 +45,7 @@ def setups(base: TrainConfig, arch: str, minibatch: int) -> dict[str, tuple[Trai
 
 @register_audit(
     "sensitivity", question=1, summary="accuracy spread over training setups, distilled vs random real",
+    distributed=True,
     defaults={"protocol": BASE, "architecture": "timm/resnet18", "minibatch": 32, "seeds": 2},
     presets={"cpu": {"protocol": {**BASE, "model": "convnet-w32", "iterations": 150},
                      "architecture": "convnet-w32-bn-mp", "seeds": 1},
@@ -58,16 +58,22 @@ def audit_sensitivity(dset: DistilledSet, real: RealData, cfg: dict, ctx: AuditC
     test_images, test_labels = real.test_set()
     pick = real.sample_per_class(dset.ipc, torch.Generator().manual_seed(ctx.seed)).reshape(-1)
     sets = {"distilled": (dset.images, dset.labels), "random": (real.batch(pick), real.train_labels[pick])}
-    acc: dict[tuple[str, str], float] = {}
-    bar = tqdm(total=len(grid) * len(sets), desc="sensitivity", disable=not ctx.accelerator.is_local_main_process)
-    for setup, (protocol, optimizer) in grid.items():
-        for name, (x, y) in sets.items():
-            runs = [train_and_test(x, y, test_images, test_labels, dset.num_classes, protocol,
-                                   seed=ctx.seed * 1000 + s, device=ctx.device, optimizer=optimizer)
-                    for s in range(cfg["seeds"])]
-            acc[(name, setup)] = statistics.fmean(runs)
-            bar.update()
-    bar.close()
+    jobs = [(setup, name, s) for setup in grid for name in sets for s in range(cfg["seeds"])]
+
+    def run(job: tuple[str, str, int]) -> float:
+        setup, name, s = job
+        protocol, optimizer = grid[setup]
+        x, y = sets[name]
+        return train_and_test(x, y, test_images, test_labels, dset.num_classes, protocol,
+                              seed=ctx.seed * 1000 + s, device=ctx.device, optimizer=optimizer)
+
+    results = share(ctx.accelerator, jobs, run, "sensitivity")
+    if not ctx.accelerator.is_main_process:  # the trainings are shared; the main process reports
+        return AuditResult(summary={}, verdict="")
+    runs: dict[tuple[str, str], list[float]] = {}
+    for (setup, name, _), value in zip(jobs, results, strict=True):
+        runs.setdefault((name, setup), []).append(value)
+    acc = {key: statistics.fmean(values) for key, values in runs.items()}
     summary: dict = {"setups": len(grid), "seeds": cfg["seeds"]}
     for name in sets:
         values = [acc[(name, s)] for s in grid]
