@@ -107,3 +107,19 @@ def test_dm_chunked_step_equals_one_pass(embedded_real, accelerator):
         assert loss == pytest.approx(losses[0], rel=1e-5)
         # different batch sizes pick different conv kernels: compare at float32 noise of the gradient's scale
         torch.testing.assert_close(grad, grads[0], rtol=1e-3, atol=1e-4 * grads[0].abs().max().item())
+
+
+def test_methods_verbose_names_where_each_default_comes_from():
+    from click.testing import CliRunner
+
+    from distilkit.cli import cli, methods  # noqa: F401  (register the command)
+
+    done = CliRunner().invoke(cli, ["methods", "dm", "--verbose", "--preset", "cpu"])
+    assert done.exit_code == 0, done.output
+    lines = {line.split(":")[0]: line for line in done.output.splitlines() if "#" in line}
+    assert "# preset cpu: sized for 2 CPU cores" in lines["iterations"]
+    assert "# default: DM code" in lines["lr_images"]
+    spec = get_method("bptt")
+    assert spec.source_of("inner_steps", "cpu", 10).startswith("preset cpu, IPC>=10: tuned")
+    assert spec.source_of("inner_steps", "standard", 50) == "IPC>=50: " + spec.sources["inner_steps"]
+    assert spec.source_of("log_every", "standard", 10) == "default"

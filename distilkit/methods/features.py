@@ -16,6 +16,9 @@ from distilkit.models import create_model
 from distilkit.train import TrainConfig, train_model
 
 FEATURE_DEFAULTS = {"model": "convnet", "feature_epochs": 5, "feature_batch": 256}
+FEATURE_SOURCES = {"model": "DC paper's coreset baselines: features of a real-trained ConvNet, REFERENCE.md §3",
+                   "feature_epochs": "distilkit: enough for a feature extractor (not tuned on test accuracy)",
+                   "cpu.feature_epochs": "sized for 2 CPU cores", "cpu.model": "ConvNet-3 w32 like every cpu preset"}
 
 
 def class_features(real: RealData, cfg: dict, ctx: RunContext) -> tuple[torch.Tensor, torch.Tensor]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from distilkit.data.real import RealData
-from distilkit.methods.features import FEATURE_DEFAULTS, class_features, output_from_slots
+from distilkit.methods.features import FEATURE_DEFAULTS, FEATURE_SOURCES, class_features, output_from_slots
 from distilkit.methods.registry import MethodOutput, RunContext, register_method
 
 
@@ -18,6 +18,7 @@ from distilkit.methods.registry import MethodOutput, RunContext, register_method
     family="selection",
     summary="greedy k-center coverage on real-trained ConvNet features (class-balanced)",
     defaults=dict(FEATURE_DEFAULTS),
+    sources=FEATURE_SOURCES,
     presets={"cpu": {"model": "convnet-w32", "feature_epochs": 2}, "smoke": {"model": "convnet-w8-d2",
                                                                             "feature_epochs": 1}},
     citation="Sener, O. and Savarese, S. Active Learning for Convolutional Neural Networks: "
