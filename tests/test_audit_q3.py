@@ -107,3 +107,29 @@ def test_coherence_scores():
     mixed_sets = [mean_pairwise_cosine(features[torch.tensor([a, b, c])]).item()
                   for a in range(3) for b in range(3) for c in (3, 4, 5)]
     assert min(mixed_sets) - 1e-6 <= matched[1] <= max(mixed_sets) + 1e-6 and min(mixed_sets) < max(mixed_sets)
+
+
+def test_influence_audit_on_smoke_preset_with_its_random_real_baseline(tmp_path, accelerator):
+    from safetensors.torch import load_file
+
+    from distilkit.audit.report import run_audits
+    from distilkit.config import DistillConfig
+    from distilkit.pipeline import distill
+
+    folder = distill(DistillConfig(method="dm", ipc=2, preset="smoke", out=str(tmp_path / "set")),
+                     accelerator=accelerator)
+    entry = run_audits(folder, only=["influence"], preset="smoke", accelerator=accelerator)["audits"]["influence"]
+    summary = entry["summary"]
+    assert 0 <= summary["class_purity"] <= 1 and 0 <= summary["random_real/class_purity"] <= 1
+    assert 0 < summary["sign_test_p_class_matched"] <= 1
+    assert "Random real images of the same number" in entry["verdict"]
+    artifact = load_file(str(folder / "audit" / "influence.safetensors"))
+    assert artifact["influence"].shape == artifact["random_real_influence"].shape == (20, 60)
+    assert not torch.equal(artifact["influence"], artifact["random_real_influence"])
+    card = (folder / "README.md").read_text()
+    assert "The distilled set vs class-balanced random real images of the same size" in card
+    assert "influence_class0.png" in card
+
+    entry = run_audits(folder, only=["influence"], preset="smoke", accelerator=accelerator,
+                       overrides={"influence": {"random_real_baseline": False}})["audits"]["influence"]
+    assert not any(key.startswith("random_real/") for key in entry["summary"])

@@ -113,13 +113,71 @@ def class_matched_coherence(features: torch.Tensor, labels: torch.Tensor, top: t
     return total / sets
 
 
+def _influence(images, targets, labels, test_images, test_labels, init, protocol, cfg, lr, estimator: str,
+               ctx: AuditContext, num_classes: int):
+    """Influence [N, T] by ``estimator``, and TracIn's Spearman correlation with exact LOO (on the whole
+    set, or on a class-balanced subset of ``check_size`` images when TracIn is the estimator).
+    Non-main processes return ``None`` after their share of the leave-one-out models."""
+    n, checkpoints = images.shape[0], cfg["tracin_checkpoints"]
+    if estimator == "exact":
+        influence = exact_influence(images, targets, test_images, test_labels, init, protocol, cfg, lr,
+                                    ctx.accelerator)
+        subset = torch.arange(n)
+    else:  # TracIn, validated against exact leave-one-out on a class-balanced subset of the set
+        subset = balanced_subsample(labels, max(1, cfg["check_size"] // num_classes), ctx.seed)
+        small_exact = exact_influence(images[subset], targets[subset], test_images, test_labels, init, protocol,
+                                      cfg, lr, ctx.accelerator)
+    if not ctx.accelerator.is_main_process:
+        return None
+    if estimator == "exact":
+        fast = tracin(init, images, targets, test_images, test_labels, protocol, checkpoints, lr, device=ctx.device)
+        correlation = spearman(fast, influence)
+    else:
+        influence = tracin(init, images, targets, test_images, test_labels, protocol, checkpoints, lr,
+                           device=ctx.device)
+        small_fast = tracin(init, images[subset], targets[subset], test_images, test_labels, protocol, checkpoints,
+                            lr, device=ctx.device)
+        correlation = spearman(small_fast, small_exact)
+    return influence, correlation, int(subset.numel())
+
+
+def _semantics(influence: torch.Tensor, labels: torch.Tensor, test_labels: torch.Tensor, features: torch.Tensor,
+               k: int, num_classes: int, cfg: dict, seed: int) -> dict[str, torch.Tensor]:
+    """Per distilled image: its top-k test images, their class purity, the same-class share of its positive
+    influence, their feature coherence and the two random baselines (same class; same class make-up)."""
+    top = influence.topk(min(k, influence.shape[1]), dim=1).indices  # [N, k]
+    positive = influence.clamp(min=0)
+    same_class = test_labels.unsqueeze(0) == labels.unsqueeze(1)
+    random_coherence = random_same_class_coherence(features, test_labels, num_classes, top.shape[1],
+                                                   cfg["random_sets"], seed + 1)
+    return {"top": top, "purity": (test_labels[top] == labels.unsqueeze(1)).float().mean(1),
+            "positive_share": (positive * same_class).sum(1) / positive.sum(1).clamp_min(1e-12),
+            "coherence": mean_pairwise_cosine(features[top]), "random_same_class": random_coherence[labels],
+            "random_by_class": random_coherence,
+            "matched": class_matched_coherence(features, test_labels, top, cfg["random_sets"], seed + 2)}
+
+
+def _summary(stats: dict[str, torch.Tensor]) -> dict:
+    above = int((stats["coherence"] > stats["matched"]).sum())
+    n = stats["coherence"].numel()
+    return {"class_purity": round(stats["purity"].mean().item(), 4),
+            "positive_influence_same_class_share": round(stats["positive_share"].mean().item(), 4),
+            "coherence_top_k": round(stats["coherence"].mean().item(), 4),
+            "coherence_random_same_class": round(stats["random_same_class"].mean().item(), 4),
+            "share_more_coherent_than_random": round((stats["coherence"] > stats["random_same_class"])
+                                                     .float().mean().item(), 4),
+            "coherence_random_class_matched": round(stats["matched"].mean().item(), 4),
+            "share_more_coherent_than_class_matched": round(above / n, 4),
+            "sign_test_p_class_matched": round(sign_test_p(above, n), 6)}
+
+
 @register_audit(
     "influence", question=3, summary="leave-one-out influence of each distilled image; semantics of its top-k",
     distributed=True,
     defaults={"model": "convnet", "protocol": STUDY_DISTILLED, "estimator": "auto", "exact_limit": 1000,
               "check_size": 50, "tracin_checkpoints": 30, "top_k": 9, "test_subsample": None, "model_chunk": 16,
               "strategy": "auto", "coherence_model": "convnet", "coherence_epochs": 40, "random_sets": 50,
-              "max_class_figures": 10},
+              "max_class_figures": 10, "random_real_baseline": True},
     presets={"cpu": {"model": "convnet-w16", "protocol": {**STUDY_DISTILLED, "iterations": 60},
                      "test_subsample": 500, "coherence_model": "convnet-w32", "coherence_epochs": 5},
              "smoke": {"model": "convnet-w8-d2", "protocol": {**STUDY_DISTILLED, "iterations": 4},
@@ -139,81 +197,75 @@ def audit_influence(dset: DistilledSet, real: RealData, cfg: dict, ctx: AuditCon
     if estimator == "auto":
         estimator = "exact" if n <= cfg["exact_limit"] else "tracin"
     init = seeded_model(cfg["model"], real, ctx.seed)
-    checkpoints = cfg["tracin_checkpoints"]
-    if estimator == "exact":
-        influence = exact_influence(images, targets, test_images, test_labels, init, protocol, cfg, lr,
-                                    ctx.accelerator)
-        subset = torch.arange(n)
-    else:  # TracIn, validated against exact leave-one-out on a class-balanced subset of the set
-        subset = balanced_subsample(labels, max(1, cfg["check_size"] // dset.num_classes), ctx.seed)
-        small_exact = exact_influence(images[subset], targets[subset], test_images, test_labels, init, protocol,
-                                      cfg, lr, ctx.accelerator)
-    if not ctx.accelerator.is_main_process:  # the shared work is done; the main process reports
+    measured = _influence(images, targets, labels, test_images, test_labels, init, protocol, cfg, lr, estimator,
+                          ctx, dset.num_classes)
+    baseline = None
+    if cfg["random_real_baseline"]:  # the same measurement for class-balanced random real images, same counts
+        counts = torch.bincount(labels, minlength=dset.num_classes)
+        generator = torch.Generator().manual_seed(ctx.seed + 104729)
+        pick = torch.cat([real.class_indices(c)[torch.randperm(len(real.class_indices(c)), generator=generator)
+                                                [: int(counts[c])]] for c in range(dset.num_classes)])
+        base_labels = real.train_labels[pick]
+        baseline = _influence(real.batch(pick), base_labels, base_labels, test_images, test_labels, init, protocol,
+                              cfg, None, estimator, ctx, dset.num_classes)
+    if measured is None:  # not the main process: its share of the leave-one-out models is done
         return AuditResult(summary={}, verdict="")
-    if estimator == "exact":
-        fast = tracin(init, images, targets, test_images, test_labels, protocol, checkpoints, lr, device=ctx.device)
-        correlation = spearman(fast, influence)
-    else:
-        influence = tracin(init, images, targets, test_images, test_labels, protocol, checkpoints, lr,
-                           device=ctx.device)
-        small_fast = tracin(init, images[subset], targets[subset], test_images, test_labels, protocol, checkpoints,
-                            lr, device=ctx.device)
-        correlation = spearman(small_fast, small_exact)
-    checked = int(subset.numel())
+    influence, correlation, checked = measured
 
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     tmp = ctx.out_dir / f".{ARTIFACT}.tmp{os.getpid()}"
-    save_file({"influence": influence.contiguous(), "distilled_labels": labels.contiguous(),
-               "test_labels": test_labels.contiguous()}, str(tmp),
-              metadata={"estimator": estimator, "definition": "loss_t(without i) - loss_t(with all)"})
+    tensors = {"influence": influence.contiguous(), "distilled_labels": labels.contiguous(),
+               "test_labels": test_labels.contiguous()}
+    if baseline is not None:
+        tensors |= {"random_real_influence": baseline[0].contiguous(), "random_real_labels": base_labels.contiguous()}
+    save_file(tensors, str(tmp), metadata={"estimator": estimator,
+                                           "definition": "loss_t(without i) - loss_t(with all)"})
     os.replace(tmp, ctx.out_dir / ARTIFACT)
-
-    top = influence.topk(min(k, influence.shape[1]), dim=1).indices  # [N, k]
-    purity = (test_labels[top] == labels.unsqueeze(1)).float().mean(1)
-    positive = influence.clamp(min=0)
-    same_class = test_labels.unsqueeze(0) == labels.unsqueeze(1)
-    positive_share = (positive * same_class).sum(1) / positive.sum(1).clamp_min(1e-12)
-    class_share = torch.bincount(test_labels, minlength=dset.num_classes).float() / test_labels.numel()
 
     feature_model, _ = ctx.models.get(real, cfg["coherence_model"], panel_protocol(cfg["coherence_model"],
                                       cfg["coherence_epochs"]), ctx.seed, ctx.device)
     with torch.no_grad():
         features = torch.cat([penultimate(feature_model, test_images[s : s + 500].to(ctx.device)).cpu()
                               for s in range(0, test_images.shape[0], 500)])
-    coherence = mean_pairwise_cosine(features[top])
-    random_coherence = random_same_class_coherence(features, test_labels, dset.num_classes, top.shape[1],
-                                                   cfg["random_sets"], ctx.seed + 1)
-    baseline = random_coherence[labels]
-    matched = class_matched_coherence(features, test_labels, top, cfg["random_sets"], ctx.seed + 2)
-
-    summary = {
-        "estimator": estimator, "distilled_images": n, "test_images": int(test_labels.numel()), "top_k": top.shape[1],
-        "class_purity": round(purity.mean().item(), 4), "chance_purity": round(class_share[labels].mean().item(), 4),
-        "positive_influence_same_class_share": round(positive_share.mean().item(), 4),
-        "coherence_top_k": round(coherence.mean().item(), 4),
-        "coherence_random_same_class": round(baseline.mean().item(), 4),
-        "share_more_coherent_than_random": round((coherence > baseline).float().mean().item(), 4),
-        "coherence_random_class_matched": round(matched.mean().item(), 4),
-        "share_more_coherent_than_class_matched": round((coherence > matched).float().mean().item(), 4),
-        "sign_test_p_class_matched": round(sign_test_p(int((coherence > matched).sum()), n), 6),
-        "tracin_vs_exact_spearman": round(correlation, 4), "tracin_check_images": checked,
-    }
+    stats = _semantics(influence, labels, test_labels, features, k, dset.num_classes, cfg, ctx.seed)
+    top = stats["top"]
+    class_share = torch.bincount(test_labels, minlength=dset.num_classes).float() / test_labels.numel()
+    summary = {"estimator": estimator, "distilled_images": n, "test_images": int(test_labels.numel()),
+               "top_k": top.shape[1], **_summary(stats),
+               "chance_purity": round(class_share[labels].mean().item(), 4),
+               "tracin_vs_exact_spearman": round(correlation, 4), "tracin_check_images": checked}
+    if baseline is not None:
+        base_stats = _semantics(baseline[0], base_labels, test_labels, features, k, dset.num_classes, cfg, ctx.seed)
+        summary |= {f"random_real/{key}": value for key, value in _summary(base_stats).items()}
+        summary["random_real/tracin_vs_exact_spearman"] = round(baseline[1], 4)
     rows = []
     for c in range(dset.num_classes):
         mask = labels == c
         if mask.any():
-            rows.append([dset.class_names[c], int(mask.sum()), round(purity[mask].mean().item(), 3),
-                         round(positive_share[mask].mean().item(), 3), round(coherence[mask].mean().item(), 3),
-                         round(random_coherence[c].item(), 3), round(matched[mask].mean().item(), 3)])
-    table = Table(f"Top-{top.shape[1]} most influenced real test images per distilled image ({estimator} influence)",
-                  ["class", "images", "purity", "positive same-class share", "coherence", "random same-class",
-                   "random, same class make-up"], rows)
+            rows.append([dset.class_names[c], int(mask.sum()), round(stats["purity"][mask].mean().item(), 3),
+                         round(stats["positive_share"][mask].mean().item(), 3),
+                         round(stats["coherence"][mask].mean().item(), 3),
+                         round(stats["random_by_class"][c].item(), 3), round(stats["matched"][mask].mean().item(), 3)])
+    tables = [Table(f"Top-{top.shape[1]} most influenced real test images per distilled image ({estimator} influence)",
+                    ["class", "images", "purity", "positive same-class share", "coherence", "random same-class",
+                     "random, same class make-up"], rows)]
+    if baseline is not None:
+        keys = ["class_purity", "positive_influence_same_class_share", "coherence_top_k",
+                "coherence_random_class_matched", "share_more_coherent_than_class_matched",
+                "sign_test_p_class_matched"]
+        tables.append(Table("The distilled set vs class-balanced random real images of the same size",
+                            ["measure", f"distilled ({dset.method})", "random real"],
+                            [[key, summary[key], summary[f"random_real/{key}"]] for key in keys]))
     figures = class_grids(dset, test_images, test_labels, top, real, ctx, cfg["max_class_figures"])
+    return AuditResult(summary=summary, verdict=_verdict(summary, top.shape[1], correlation, checked),
+                       tables=tables, figures=figures, artifacts=[f"{ctx.out_dir.name}/{ARTIFACT}"])
 
+
+def _verdict(summary: dict, k: int, correlation: float, checked: int) -> str:
     same_class = summary["coherence_top_k"] > summary["coherence_random_same_class"]
     beyond_classes = (summary["coherence_top_k"] > summary["coherence_random_class_matched"]
                       and summary["sign_test_p_class_matched"] < 0.05)
-    verdict = (f"Each distilled image's top-{top.shape[1]} influenced test images are "
+    verdict = (f"Each distilled image's top-{k} influenced test images are "
                f"{100 * summary['class_purity']:.0f}% its own class (chance {100 * summary['chance_purity']:.0f}%); "
                f"their features are {'more' if same_class else 'less'} alike than random same-class sets "
                f"(cosine {summary['coherence_top_k']:.3f} vs {summary['coherence_random_same_class']:.3f}) and "
@@ -222,10 +274,15 @@ def audit_influence(dset: DistilledSet, real: RealData, cfg: dict, ctx: AuditCon
                f"{100 * summary['share_more_coherent_than_class_matched']:.0f}% of images, sign test p = "
                f"{summary['sign_test_p_class_matched']:.2g})"
                + (": single distilled points pick out sub-concepts beyond their classes, as the study found."
-                  if beyond_classes else ": no sign of the sub-concept structure the study found.")
-               + f" TracIn vs exact leave-one-out: Spearman {correlation:.2f} ({checked} images).")
-    return AuditResult(summary=summary, verdict=verdict, tables=[table], figures=figures,
-                       artifacts=[f"{ctx.out_dir.name}/{ARTIFACT}"])
+                  if beyond_classes else ": no sign of the sub-concept structure the study found."))
+    if "random_real/class_purity" in summary:
+        base_share = summary["random_real/share_more_coherent_than_class_matched"]
+        stronger = summary["share_more_coherent_than_class_matched"] > base_share
+        verdict += (f" Random real images of the same number show {100 * base_share:.0f}% (p = "
+                    f"{summary['random_real/sign_test_p_class_matched']:.2g}), so the pattern is "
+                    + ("stronger for the distilled set." if stronger else
+                       "no stronger for the distilled set than for any small real training set."))
+    return verdict + f" TracIn vs exact leave-one-out: Spearman {correlation:.2f} ({checked} images)."
 
 
 def class_grids(dset: DistilledSet, test_images: torch.Tensor, test_labels: torch.Tensor, top: torch.Tensor,
