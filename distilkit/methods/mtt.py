@@ -1,0 +1,333 @@
+"""Trajectory matching (MTT; Cazenavette et al., CVPR 2022) with TESLA's constant memory.
+
+Experts are ConvNets trained on real data whose parameters were saved after every epoch
+(:mod:`distilkit.experts`; found in the cache, given as a folder or ``hf://`` repo, or trained now
+with the run's expert settings). Every iteration picks an expert and a start epoch ``t`` below
+``max_start_epoch``, starts a student at the expert's ``theta(t)`` and trains it ``syn_steps`` SGD
+steps on minibatches (``batch_syn``; 0 = the whole set) of the DSA-augmented synthetic set with a
+*learnable* learning rate. The loss is the normalised parameter distance
+
+    ||theta_student - theta(t + M)||^2 / ||theta(t) - theta(t + M)||^2,   M = expert_epochs,
+
+backpropagated to the images (SGD, momentum 0.5), the learning rate (SGD, momentum 0.5) and, with
+``soft_labels`` (TESLA), to label logits initialised from an expert's logits.
+
+Memory (``memory``):
+
+- ``unrolled``: plain backpropagation through the unrolled steps; the graph of all ``syn_steps``
+  steps is alive at once, so memory grows linearly with ``syn_steps``.
+- ``constant`` (default; TESLA, Cui et al. 2023): the unroll runs without a graph and keeps only the
+  student's parameters ``theta_i`` after every step. The backward pass walks the steps in reverse
+  with the adjoint ``a = dL/dtheta_{i+1}``: it recomputes step i's gradient ``g_i`` with a graph and
+  takes the vector-Jacobian product of ``theta_i - lr g_i`` with ``a``, which gives this step's
+  contributions to dL/d images, dL/d lr (and labels) and the new adjoint ``a - lr H_i a``. The
+  result is the same gradient as plain unrolling (tests check allclose); only one step's graph is
+  alive at a time, at the price of one more gradient evaluation per step.
+
+Every rank runs the same computation on the same draws (``ctx.step_generator``), so the images stay
+identical on every process and 2 processes give the 1-process answer; experts are trained split
+across processes. The learned lr goes to ``DistilledSet.learned_lr`` and the card (the original
+code never saved it); learned labels (``softmax(logits)``) to ``soft_labels``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch.func import functional_call
+from tqdm.auto import tqdm
+
+from distilkit.data.dsa import DEFAULT_STRATEGY, DSA, DSAParams
+from distilkit.data.real import RealData
+from distilkit.errors import DistilkitError
+from distilkit.experts import ExpertConfig, Experts, check_matches, ensure_experts, open_experts
+from distilkit.methods.learnable import load_optimizer_tensors, optimizer_tensors
+from distilkit.methods.registry import MethodOutput, RunContext, register_method
+from distilkit.methods.synthetic import initial_images
+from distilkit.models import create_model
+from distilkit.train import soft_cross_entropy
+
+EXPERT_MEMORY = 8  # expert trajectories kept in memory at once
+
+
+@register_method(
+    "mtt",
+    family="parameter-matching",
+    summary="trajectory matching: unroll a student on the synthetic set from an expert's epoch t and match "
+            "the expert at t+M (learned lr, optional TESLA soft labels, constant memory in syn_steps)",
+    defaults={"iterations": 5000, "syn_steps": 30, "expert_epochs": 2, "max_start_epoch": 20, "batch_syn": 0,
+              "lr_images": 1000.0, "momentum_images": 0.5, "lr_teacher": 0.01, "lr_lr": 1e-5, "momentum_lr": 0.5,
+              "soft_labels": False, "lr_labels": 2.0, "memory": "constant", "model": "convnet", "dsa": True,
+              "dsa_strategy": DEFAULT_STRATEGY, "init": "real", "experts": "auto", "num_experts": 100,
+              "expert_train_epochs": 50, "expert_batch": 256, "checkpoint_every": 500, "log_every": 10},
+    presets={
+        "cpu": {"iterations": 150, "model": "convnet-w32", "num_experts": 3, "expert_train_epochs": 12,
+                "max_start_epoch": 8, "lr_images": 100.0, "checkpoint_every": 50,
+                "per_ipc": {1: {"syn_steps": 20, "max_start_epoch": 2, "lr_lr": 1e-6},
+                            10: {"syn_steps": 20, "batch_syn": 50, "max_start_epoch": 8, "lr_lr": 1e-5}}},
+        "smoke": {"iterations": 4, "syn_steps": 3, "expert_epochs": 1, "max_start_epoch": 2, "batch_syn": 8,
+                  "lr_images": 10.0, "model": "convnet-w8-d2", "num_experts": 2, "expert_train_epochs": 2,
+                  "expert_batch": 512, "checkpoint_every": 2, "log_every": 1},
+    },
+    per_ipc={1: {"syn_steps": 50, "max_start_epoch": 2, "lr_lr": 1e-7},
+             10: {"syn_steps": 30, "max_start_epoch": 20, "lr_lr": 1e-5},
+             50: {"syn_steps": 30, "max_start_epoch": 40, "lr_lr": 1e-5}},
+    citation="Cazenavette, G. et al. Dataset Distillation by Matching Training Trajectories. CVPR 2022; "
+             "Cui, J. et al. Scaling Up Dataset Distillation to ImageNet-1K with Constant Memory (TESLA). ICML 2023.",
+    sources={
+        "iterations": "MTT distill.py (Iteration 5000)",
+        "syn_steps": "MTT CIFAR-10 commands, REFERENCE.md §3 (IPC 10: 30; IPC 1: 50 [R])",
+        "expert_epochs": "MTT CIFAR-10 commands, REFERENCE.md §3",
+        "max_start_epoch": "MTT CIFAR-10 commands, REFERENCE.md §3 (IPC 10: 20; IPC 1: 2, IPC 50: 40 [R])",
+        "lr_lr": "MTT CIFAR-10 commands, REFERENCE.md §3 (IPC 10: 1e-5; IPC 1: 1e-7 [R])",
+        "lr_teacher": "MTT, REFERENCE.md §3 (initial student lr)",
+        "lr_images": "MTT CIFAR-10 commands with ZCA (lr_img 1000) [R]",
+        "momentum_images": "MTT distill.py (SGD momentum 0.5 for images and lr)",
+        "momentum_lr": "MTT distill.py", "batch_syn": "MTT distill.py (default: the whole set)",
+        "soft_labels": "TESLA (Cui et al. 2023): labels from an expert's logits; off as in MTT",
+        "lr_labels": "TESLA label lr [R]",
+        "memory": "TESLA: recompute per-step gradients (exact; examples/bench_mtt.py)",
+        "model": "ConvNet-3 w128, REFERENCE.md §2", "dsa": "MTT (DSA on the synthetic batches)",
+        "num_experts": "MTT buffer.py (100 experts)", "expert_train_epochs": "MTT buffer.py, REFERENCE.md §3 (50)",
+        "expert_batch": "MTT buffer.py (batch_train 256)",
+        "cpu.model": "ConvNet-3 w32 like every cpu preset",
+        "cpu.num_experts": "sized for 2 CPU cores (experts ~1 min)", "cpu.expert_train_epochs": "sized for 2 CPU cores",
+        "cpu.iterations": "sized for 2 CPU cores", "cpu.lr_images": "tuned on embedded FMNIST (normalized pixels)",
+        "cpu.max_start_epoch": "scaled to the 12-epoch cpu experts",
+        "cpu.syn_steps": "sized for 2 CPU cores", "cpu.batch_syn": "sized for 2 CPU cores",
+    },
+)
+def distill_mtt(real: RealData, ipc: int, cfg: dict, ctx: RunContext) -> MethodOutput:
+    _check(cfg)
+    num_classes, device, acc = real.num_classes, ctx.device, ctx.accelerator
+    experts = _experts(real, cfg, ctx)
+    if cfg["max_start_epoch"] - 1 + cfg["expert_epochs"] > experts.epochs:
+        raise DistilkitError(f"mtt: max_start_epoch {cfg['max_start_epoch']} + expert_epochs {cfg['expert_epochs']} "
+                             f"needs experts of at least {cfg['max_start_epoch'] - 1 + cfg['expert_epochs']} epochs; "
+                             f"these have {experts.epochs}")
+    c, h, w = real.image_shape
+    with torch.random.fork_rng(devices=[]):
+        net = create_model(cfg["model"], c, num_classes, (h, w)).to(device)
+    names = experts.param_names
+    trajectories = _TrajectoryCache(experts, device)
+    syn_labels = torch.arange(num_classes).repeat_interleave(ipc)
+    images = initial_images(real, ipc, cfg["init"], ctx.step_generator(-1)).to(device).requires_grad_(True)
+    syn_lr = torch.tensor(float(cfg["lr_teacher"]), device=device).requires_grad_(True)
+    learned = {"images": images, "lr": syn_lr}
+    optimizers = {"images": torch.optim.SGD([images], lr=cfg["lr_images"], momentum=cfg["momentum_images"]),
+                  "lr": torch.optim.SGD([syn_lr], lr=cfg["lr_lr"], momentum=cfg["momentum_lr"])}
+    logits = None
+    if cfg["soft_labels"]:
+        with torch.no_grad():
+            teacher = trajectories.get(0)[min(cfg["max_start_epoch"], experts.epochs)]
+            logits = functional_call(net, dict(zip(names, teacher, strict=True)), (images,)).detach()
+        logits.requires_grad_(True)
+        learned["logits"] = logits
+        optimizers["logits"] = torch.optim.SGD([logits], lr=cfg["lr_labels"], momentum=cfg["momentum_images"])
+    history: dict[str, list[float]] = {"iteration": [], "loss": [], "lr": [], "start_epoch": []}
+    start = 0
+    if ctx.resume and ctx.checkpointer is not None and (saved := ctx.checkpointer.load()) is not None:
+        tensors, state = saved
+        with torch.no_grad():
+            for name, tensor in learned.items():
+                tensor.copy_(tensors[name].to(device))
+        for name, opt in optimizers.items():
+            load_optimizer_tensors(opt, {name: learned[name]}, tensors, prefix=f"opt.{name}")
+        start, history = state["step"], state["history"]
+
+    dsa = DSA(cfg["dsa_strategy"]) if cfg["dsa"] else None
+    batch = cfg["batch_syn"] if 0 < cfg["batch_syn"] < images.shape[0] else images.shape[0]
+    bar = tqdm(range(start, cfg["iterations"]), desc="mtt", disable=not ctx.show_progress, initial=start,
+               total=cfg["iterations"])
+    for it in bar:
+        if ctx.checkpointer is not None and ctx.checkpointer.due(it, cfg["iterations"]) and it > start:
+            if acc.is_main_process:
+                states = {}
+                for name, opt in optimizers.items():
+                    states.update(optimizer_tensors(opt, {name: learned[name]}, prefix=f"opt.{name}"))
+                ctx.checkpointer.save({**learned, **states}, {"step": it, "history": history})
+        generator = ctx.step_generator(it)
+        expert = int(torch.randint(experts.num_experts, (1,), generator=generator))
+        epoch = int(torch.randint(cfg["max_start_epoch"], (1,), generator=generator))
+        trajectory = trajectories.get(expert)
+        plan = draw_plan(images.shape[0], batch, cfg["syn_steps"], dsa, generator)
+        for opt in optimizers.values():
+            opt.zero_grad(set_to_none=True)
+        loss = trajectory_matching_step(net, names, trajectory[epoch], trajectory[epoch + cfg["expert_epochs"]],
+                                        images, syn_labels.to(device), logits, syn_lr, plan, dsa, cfg["memory"])
+        if not math.isfinite(loss):
+            raise DistilkitError(f"mtt: the matching loss became {loss} at iteration {it} (learned lr "
+                                 f"{float(syn_lr):.3g}); lower lr_images or lr_lr. The last checkpoint is kept")
+        for opt in optimizers.values():
+            opt.step()
+        lr_now = float(syn_lr.detach())
+        if not (math.isfinite(lr_now) and lr_now > 0):
+            raise DistilkitError(f"mtt: the learned lr became {lr_now:.3g} at iteration {it} (must stay finite and "
+                                 "> 0); lower lr_lr. The last checkpoint is kept")
+        if it % cfg["log_every"] == 0 or it == cfg["iterations"] - 1:
+            history["iteration"].append(it)
+            history["loss"].append(loss)
+            history["lr"].append(lr_now)
+            history["start_epoch"].append(epoch)
+            bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr_now:.4f}")
+    soft = torch.softmax(logits.detach(), 1).cpu() if logits is not None else None
+    return MethodOutput(images=images.detach().cpu(), labels=syn_labels, soft_labels=soft,
+                        learned_lr=float(syn_lr.detach()), history=history)
+
+
+def _experts(real: RealData, cfg: dict, ctx: RunContext) -> Experts:
+    if cfg["experts"] == "auto":
+        expert_cfg = ExpertConfig(model=cfg["model"], num_experts=cfg["num_experts"], epochs=cfg["expert_train_epochs"],
+                                  batch_size=cfg["expert_batch"], seed=ctx.seed)
+        experts = ensure_experts(real, expert_cfg, ctx.accelerator, show_progress=ctx.show_progress)
+    else:
+        experts = open_experts(str(cfg["experts"]), accelerator=ctx.accelerator)
+    check_matches(experts, real, cfg["model"])
+    return experts
+
+
+class _TrajectoryCache:
+    """Expert trajectories on the run's device, the ``EXPERT_MEMORY`` most recently used kept."""
+
+    def __init__(self, experts: Experts, device: torch.device) -> None:
+        self.experts, self.device = experts, device
+        self.loaded: OrderedDict[int, list[list[torch.Tensor]]] = OrderedDict()
+
+    def get(self, i: int) -> list[list[torch.Tensor]]:
+        if i not in self.loaded:
+            self.loaded[i] = [[t.to(self.device) for t in epoch] for epoch in self.experts.trajectory(i)]
+            while len(self.loaded) > EXPERT_MEMORY:
+                self.loaded.popitem(last=False)
+        self.loaded.move_to_end(i)
+        return self.loaded[i]
+
+
+def draw_plan(n: int, batch: int, steps: int, dsa: DSA | None,
+              generator: torch.Generator) -> list[tuple[torch.Tensor, DSAParams | None]]:
+    """The student's minibatches (as in MTT: chunks of a fresh permutation, refilled when used up)
+    and one DSA draw per step; drawn once so that the constant-memory recomputation sees the same."""
+    plan, chunks = [], []
+    for _ in range(steps):
+        if not chunks:
+            chunks = list(torch.randperm(n, generator=generator).split(batch))
+        idx = chunks.pop(0)
+        params = dsa.sample(len(idx), generator, one_op=True) if dsa is not None else None
+        plan.append((idx, params))
+    return plan
+
+
+def _student_loss(net: torch.nn.Module, names: list[str], params: list[torch.Tensor], images: torch.Tensor,
+                  labels: torch.Tensor, logits: torch.Tensor | None, idx: torch.Tensor, dsa: DSA | None,
+                  dsa_params: DSAParams | None) -> torch.Tensor:
+    idx = idx.to(images.device)
+    x = images[idx]
+    if dsa is not None:
+        x = dsa(x, dsa_params)
+    targets = torch.softmax(logits[idx], 1) if logits is not None else labels[idx]
+    return soft_cross_entropy(functional_call(net, dict(zip(names, params, strict=True)), (x,)), targets)
+
+
+def parameter_distance(params: list[torch.Tensor], start: list[torch.Tensor],
+                       target: list[torch.Tensor]) -> torch.Tensor:
+    """``||params - target||^2 / ||start - target||^2`` over all parameters."""
+    num = sum(((p - t) ** 2).sum() for p, t in zip(params, target, strict=True))
+    den = sum(((s - t) ** 2).sum() for s, t in zip(start, target, strict=True))
+    return num / den
+
+
+def trajectory_matching_step(net: torch.nn.Module, names: list[str], start: list[torch.Tensor],
+                             target: list[torch.Tensor], images: torch.Tensor, labels: torch.Tensor,
+                             logits: torch.Tensor | None, syn_lr: torch.Tensor,
+                             plan: list[tuple[torch.Tensor, DSAParams | None]], dsa: DSA | None,
+                             memory: str = "constant") -> float:
+    """Unroll the student from ``start`` along ``plan``, return the normalised distance to ``target``
+    and accumulate its gradient into ``.grad`` of ``images``, ``syn_lr`` and ``logits`` (if given)."""
+    learned = [t for t in (images, syn_lr, logits) if t is not None]
+    if memory == "unrolled":
+        params = [p.detach().clone().requires_grad_(True) for p in start]
+        for idx, dsa_params in plan:
+            loss = _student_loss(net, names, params, images, labels, logits, idx, dsa, dsa_params)
+            grads = torch.autograd.grad(loss, params, create_graph=True)
+            params = [p - syn_lr * g for p, g in zip(params, grads, strict=True)]
+        distance = parameter_distance(params, start, target)
+        _accumulate(learned, torch.autograd.grad(distance, learned, allow_unused=True))
+        return float(distance.detach())
+    if memory != "constant":
+        raise DistilkitError(f"mtt: memory must be 'constant' or 'unrolled', got {memory!r}")
+    lr_value = syn_lr.detach()
+    fixed_images = images.detach()
+    fixed_logits = logits.detach() if logits is not None else None
+    thetas = [[p.detach() for p in start]]
+    for idx, dsa_params in plan:
+        params = [p.requires_grad_(True) for p in (t.clone() for t in thetas[-1])]
+        loss = _student_loss(net, names, params, fixed_images, labels, fixed_logits, idx, dsa, dsa_params)
+        grads = torch.autograd.grad(loss, params)
+        thetas.append([(p - lr_value * g).detach() for p, g in zip(params, grads, strict=True)])
+    final = [p.requires_grad_(True) for p in (t.clone() for t in thetas[-1])]
+    distance = parameter_distance(final, start, target)
+    adjoint = list(torch.autograd.grad(distance, final))
+    for (idx, dsa_params), theta in zip(reversed(plan), reversed(thetas[:-1]), strict=True):
+        params = [t.clone().requires_grad_(True) for t in theta]
+        loss = _student_loss(net, names, params, images, labels, logits, idx, dsa, dsa_params)
+        grads = torch.autograd.grad(loss, params, create_graph=True)
+        out = [p - syn_lr * g for p, g in zip(params, grads, strict=True)]
+        vjp = torch.autograd.grad(out, params + learned, adjoint, allow_unused=True)
+        adjoint = [a.detach() for a in vjp[: len(params)]]
+        _accumulate(learned, vjp[len(params):])
+        del out, grads, loss, vjp
+    return float(distance.detach())
+
+
+def _accumulate(tensors: list[torch.Tensor], grads: tuple) -> None:
+    for tensor, grad in zip(tensors, grads, strict=True):
+        if grad is not None:
+            tensor.grad = grad.detach() if tensor.grad is None else tensor.grad + grad.detach()
+
+
+class SavedTensorMeter:
+    """Counts the bytes autograd saves for backward that are alive at once (current and peak).
+
+    Every tensor a graph saves passes through ``saved_tensors_hooks``; the pack hook wraps it in a
+    small object that adds its size when created and subtracts it when the graph drops it. The peak
+    is deterministic (no allocator or OS noise), and it is exactly the memory a longer unroll would
+    add. Storage shared between saved tensors is counted once per save (an upper bound).
+    """
+
+    def __init__(self) -> None:
+        self.live = 0
+        self.peak = 0
+
+    @contextmanager
+    def track(self) -> Iterator[SavedTensorMeter]:
+        meter = self
+
+        class _Held:
+            __slots__ = ("tensor", "size")
+
+            def __init__(self, tensor: torch.Tensor) -> None:
+                self.tensor, self.size = tensor, tensor.numel() * tensor.element_size()
+                meter.live += self.size
+                meter.peak = max(meter.peak, meter.live)
+
+            def __del__(self) -> None:
+                meter.live -= self.size
+
+        with torch.autograd.graph.saved_tensors_hooks(_Held, lambda held: held.tensor):
+            yield self
+
+
+def _check(cfg: dict) -> None:
+    for key in ("syn_steps", "expert_epochs", "max_start_epoch"):
+        if int(cfg[key]) < 1:
+            raise DistilkitError(f"mtt: {key} must be >= 1, got {cfg[key]}")
+    if cfg["batch_syn"] < 0:
+        raise DistilkitError(f"mtt: batch_syn must be >= 0 (0 = the whole set), got {cfg['batch_syn']}")
+    if not cfg["lr_teacher"] > 0:
+        raise DistilkitError(f"mtt: lr_teacher must be > 0, got {cfg['lr_teacher']}")
+    if cfg["memory"] not in ("constant", "unrolled"):
+        raise DistilkitError(f"mtt: memory must be 'constant' or 'unrolled', got {cfg['memory']!r}")
+
