@@ -1,6 +1,6 @@
 """Distillation methods, registered by name (``distilkit methods`` lists them)."""
 
-from distilkit.methods import bptt, cafe, dm, herding, kcenter, krr, mtt, random_subset  # noqa: F401  (registration)
+from distilkit.methods import bptt, cafe, dm, gradient_matching, herding, kcenter, krr, mtt, random_subset  # noqa: F401  (registration)
 from distilkit.methods.registry import (
     MethodOutput,
     MethodSpec,

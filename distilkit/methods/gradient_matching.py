@@ -1,0 +1,296 @@
+"""Gradient matching: DC (Zhao, Mopuri & Bilen, ICLR 2021) and DSA (Zhao & Bilen, ICML 2021).
+
+Every iteration draws a fresh randomly initialised network. ``outer_loop`` times it (1) draws a
+class-balanced real batch, (2) computes, for every class c, the gradient of the cross-entropy with
+respect to the network's parameters on the real images of c (no graph) and on the synthetic images
+of c (with graph), (3) moves the synthetic images one SGD step down
+
+    D = sum_c sum_layers sum_rows (1 - cos(g_real[c, row], g_syn[c, row]))
+
+where a layer's rows are its output channels (conv) or output units (linear), and 1-D parameters
+(biases, norm affine) contribute nothing, as in DC's ``distance_wb``; and then, except after the
+last outer step, (4) trains the network ``inner_loop`` epochs on the synthetic set (SGD, batches of
+``batch_train``). ``dsa`` is the same loop with differentiable siamese augmentation: one DSA
+parameter set per class per matching step, applied to the real and the synthetic images of that
+class alike, and DSA with one group per batch while training the network on the synthetic set.
+
+The per-class gradients are computed either class by class (``gradient_strategy="loop"``, DC's own
+loop, the yardstick) or for all classes at once with ``torch.func`` (``"vmap"``: ``vmap`` over
+classes of ``grad`` of a ``functional_call``, the image gradient taken through it); ``"auto"``
+picks what examples/bench_gradient_matching.py measured faster on the device. The real side is
+sharded across processes (each rank a slice of every class's batch, per-class gradient sums
+all-reduced), so every rank computes the same distance on the same synthetic images.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, grad, vmap
+from tqdm.auto import tqdm
+
+from distilkit.data.dsa import DEFAULT_STRATEGY, DSA, DSAParams
+from distilkit.data.real import RealData
+from distilkit.errors import DistilkitError
+from distilkit.methods.learnable import seeded_model
+from distilkit.methods.registry import MethodOutput, RunContext, register_method
+from distilkit.methods.synthetic import initial_images
+
+STRATEGIES = ("auto", "vmap", "loop")
+COSINE_EPS = 1e-6  # DC's distance_wb adds 1e-6 to the product of the norms
+
+DEFAULTS = {"iterations": 1000, "lr_images": 0.1, "momentum": 0.5, "lr_net": 0.01, "momentum_net": 0.5,
+            "batch_real": 256, "batch_train": 256, "outer_loop": 1, "inner_loop": 1, "model": "convnet",
+            "init": "noise", "gradient_strategy": "auto", "class_chunk": 0, "checkpoint_every": 100,
+            "log_every": 10}
+# DC's get_loops (utils.py): (outer_loop, inner_loop) by IPC; an IPC in between uses the next lower row.
+PER_IPC = {1: {"outer_loop": 1, "inner_loop": 1}, 10: {"outer_loop": 10, "inner_loop": 50},
+           20: {"outer_loop": 20, "inner_loop": 25}, 30: {"outer_loop": 30, "inner_loop": 20},
+           40: {"outer_loop": 40, "inner_loop": 15}, 50: {"outer_loop": 50, "inner_loop": 10}}
+PRESETS = {
+    "cpu": {"iterations": 200, "batch_real": 32, "model": "convnet-w32", "init": "real", "checkpoint_every": 20,
+            "per_ipc": {10: {"iterations": 30, "outer_loop": 10, "inner_loop": 5, "checkpoint_every": 5}}},
+    "smoke": {"iterations": 4, "batch_real": 8, "model": "convnet-w8-d2", "outer_loop": 2, "inner_loop": 1,
+              "init": "real", "checkpoint_every": 2, "log_every": 1,
+              "per_ipc": {1: {"outer_loop": 2, "inner_loop": 1}}},
+}
+SOURCES = {
+    "iterations": "DC code (VICO-UoE/DatasetCondensation main.py --Iteration), REFERENCE.md §3",
+    "lr_images": "DC/DSA code (--lr_img 0.1), REFERENCE.md §3",
+    "momentum": "DC code (image SGD momentum 0.5), REFERENCE.md §3",
+    "lr_net": "DC code (--lr_net 0.01), REFERENCE.md §3",
+    "momentum_net": "DC code main.py (network SGD momentum 0.5)",
+    "batch_real": "DC code (--batch_real 256), REFERENCE.md §3",
+    "batch_train": "DC code (--batch_train 256: batches of the synthetic set in the inner loop)",
+    "outer_loop": "DC code get_loops (IPC 1/10/20/30/40/50 -> 1/10/20/30/40/50), REFERENCE.md §3",
+    "inner_loop": "DC code get_loops (IPC 1/10/20/30/40/50 -> 1/50/25/20/15/10), REFERENCE.md §3",
+    "model": "ConvNet-3 w128 instance norm, REFERENCE.md §2",
+    "init": "DC code (--init noise; its help says real gives similar results)",
+    "dsa_strategy": "DSA code (color_crop_cutout_flip_scale_rotate)",
+    "gradient_strategy": "distilkit: vmap over classes on GPUs, per-class loop on CPUs; "
+                         "measured by examples/bench_gradient_matching.py",
+    "class_chunk": "distilkit: classes per vmap call (0 = all at once)",
+    "cpu.iterations": "tuned for the cpu preset on embedded FMNIST (trials in the dc/dsa commit notes)",
+    "cpu.batch_real": "sized for 2 CPU cores",
+    "cpu.model": "ConvNet-3 w32 like every cpu preset",
+    "cpu.init": "cpu preset: few iterations, so start from real images (DC: similar results)",
+    "cpu.inner_loop": "cpu preset: 5 inner epochs instead of 50 (the inner loop dominated the time)",
+    "cpu.outer_loop": "DC code get_loops",
+}
+
+
+def _register(name: str, summary: str, citation: str, dsa: bool):
+    defaults = {**DEFAULTS, "dsa_strategy": DEFAULT_STRATEGY} if dsa else dict(DEFAULTS)
+    return register_method(name, family="parameter-matching", summary=summary, defaults=defaults,
+                           presets=PRESETS, per_ipc=PER_IPC, citation=citation, sources=SOURCES)
+
+
+@_register("dc", "match per-class network gradients on real and synthetic data (Zhao et al. 2021)",
+           "Zhao, B., Mopuri, K. R. and Bilen, H. Dataset Condensation with Gradient Matching. ICLR 2021.", False)
+def distill_dc(real: RealData, ipc: int, cfg: dict, ctx: RunContext) -> MethodOutput:
+    return distill_gradient_matching(real, ipc, cfg, ctx, dsa=None, name="dc")
+
+
+@_register("dsa", "gradient matching with differentiable siamese augmentation (Zhao & Bilen 2021)",
+           "Zhao, B. and Bilen, H. Dataset Condensation with Differentiable Siamese Augmentation. ICML 2021.", True)
+def distill_dsa(real: RealData, ipc: int, cfg: dict, ctx: RunContext) -> MethodOutput:
+    try:
+        dsa = DSA(cfg["dsa_strategy"])
+    except ValueError as err:
+        raise DistilkitError(f"dsa: {err}") from None
+    return distill_gradient_matching(real, ipc, cfg, ctx, dsa=dsa, name="dsa")
+
+
+def distill_gradient_matching(real: RealData, ipc: int, cfg: dict, ctx: RunContext, dsa: DSA | None,
+                              name: str) -> MethodOutput:
+    """The DC/DSA loop shared by both registrations (see the module docstring)."""
+    _check(cfg, real, name)
+    num_classes, device, acc = real.num_classes, ctx.device, ctx.accelerator
+    syn_labels = torch.arange(num_classes).repeat_interleave(ipc)
+    images = initial_images(real, ipc, cfg["init"], ctx.step_generator(-1)).to(device).requires_grad_(True)
+    optimizer = torch.optim.SGD([images], lr=cfg["lr_images"], momentum=cfg["momentum"])
+    history: dict[str, list[float]] = {"iteration": [], "loss": []}
+    start = 0
+    if ctx.resume and ctx.checkpointer is not None and (saved := ctx.checkpointer.load()) is not None:
+        tensors, state = saved
+        with torch.no_grad():
+            images.copy_(tensors["images"].to(device))
+        if "momentum" in tensors:
+            optimizer.state[images]["momentum_buffer"] = tensors["momentum"].to(device)
+        start, history = state["step"], state["history"]
+
+    strategy = resolve_strategy(cfg["gradient_strategy"], device)
+    per_rank = -(-cfg["batch_real"] // acc.num_processes)
+    rank_slice = slice(acc.process_index * per_rank, (acc.process_index + 1) * per_rank)
+    labels_dev = syn_labels.to(device)
+    bar = tqdm(range(start, cfg["iterations"]), desc=name, disable=not ctx.show_progress,
+               initial=start, total=cfg["iterations"])
+    for it in bar:
+        if ctx.checkpointer is not None and ctx.checkpointer.due(it, cfg["iterations"]) and it > start:
+            _save(ctx, images, optimizer, it, history)
+        generator = ctx.step_generator(it)
+        net = seeded_model(cfg["model"], real, ctx.step_generator(it, stream=2), device)
+        if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules()):
+            raise DistilkitError(f"{name}: BatchNorm networks are not supported (model {cfg['model']!r}); "
+                                 "use instance, layer or group norm")
+        net_opt = torch.optim.SGD(net.parameters(), lr=cfg["lr_net"], momentum=cfg["momentum_net"])
+        total = 0.0
+        for outer in range(cfg["outer_loop"]):
+            indices = real.sample_per_class(cfg["batch_real"], generator)[:, rank_slice]
+            params = dsa.sample(num_classes, generator) if dsa is not None else None
+            optimizer.zero_grad(set_to_none=True)
+            total += matching_step(net, real, indices, images, dsa, params, acc, cfg["batch_real"], strategy,
+                                   cfg["class_chunk"])
+            optimizer.step()
+            if outer < cfg["outer_loop"] - 1:
+                train_on_synthetic(net, net_opt, images.detach(), labels_dev, cfg["inner_loop"], cfg["batch_train"],
+                                   dsa, generator)
+        if it % cfg["log_every"] == 0 or it == cfg["iterations"] - 1:
+            history["iteration"].append(it)
+            history["loss"].append(total / (num_classes * cfg["outer_loop"]))
+            bar.set_postfix(loss=f"{history['loss'][-1]:.4f}")
+    return MethodOutput(images=images.detach().cpu(), labels=syn_labels, history=history)
+
+
+def resolve_strategy(setting: str, device: torch.device) -> str:
+    """``auto`` -> ``vmap`` on GPUs, ``loop`` on CPUs (measured by examples/bench_gradient_matching.py)."""
+    if setting == "auto":
+        return "vmap" if device.type == "cuda" else "loop"
+    return setting
+
+
+def gradient_distance(g_real: torch.Tensor, g_syn: torch.Tensor) -> torch.Tensor:
+    """DC's layer distance for one parameter, summed over a leading class dimension.
+
+    ``g_real`` and ``g_syn`` are [K, *param_shape]. A parameter's rows are its first dimension
+    (output channels of a conv, output units of a linear layer); the distance is the sum over
+    classes and rows of ``1 - cos``. 1-D parameters (biases, norm affine) contribute 0, as in DC.
+    """
+    if g_real.ndim <= 2:  # [K, n]: a 1-D parameter
+        return g_syn.new_zeros(())
+    rows_real = g_real.reshape(g_real.shape[0], g_real.shape[1], -1)
+    rows_syn = g_syn.reshape(g_syn.shape[0], g_syn.shape[1], -1)
+    dot = (rows_real * rows_syn).sum(-1)
+    cosine = dot / (rows_real.norm(dim=-1) * rows_syn.norm(dim=-1) + COSINE_EPS)
+    return (1 - cosine).sum()
+
+
+def matching_step(net: nn.Module, real: RealData, indices: torch.Tensor, images: torch.Tensor, dsa: DSA | None,
+                  params: DSAParams | None, acc, batch_real: int, strategy: str = "loop",
+                  class_chunk: int = 0) -> float:
+    """One gradient-matching loss over all classes; accumulates d loss / d images into ``images.grad``.
+
+    ``indices`` [K, b] is this rank's share of the class-balanced real batch; class c's real and
+    synthetic images share DSA parameter set c. The real per-class gradients are of
+    ``sum CE / batch_real`` over the local share, all-reduced (summed) across processes, so that
+    any number of processes gives the mean over the whole batch. Returns the summed distance.
+    """
+    num_classes, local = indices.shape
+    ipc = images.shape[0] // num_classes
+    device = images.device
+    real_groups = torch.arange(num_classes).repeat_interleave(local)
+    syn_groups = torch.arange(num_classes).repeat_interleave(ipc)
+    with torch.no_grad():
+        x_real = real.batch(indices.reshape(-1)).to(device)
+        if dsa is not None:
+            x_real = dsa(x_real, params, real_groups)
+    x_syn = dsa(images, params, syn_groups) if dsa is not None else images
+    y_real, y_syn = real_groups.to(device), syn_groups.to(device)
+    if strategy == "vmap":
+        loss = _vmap_distance(net, x_real, y_real, x_syn, y_syn, num_classes, acc, batch_real, class_chunk)
+        torch.autograd.backward(loss, inputs=[images])
+        return float(loss.detach())
+    if strategy != "loop":
+        raise DistilkitError(f"unknown gradient_strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
+    weights = [p for p in net.parameters()]
+    real_grads = []
+    for c in range(num_classes):
+        rows = slice(c * local, (c + 1) * local)
+        loss_real = F.cross_entropy(net(x_real[rows]), y_real[rows], reduction="sum") / batch_real
+        real_grads.append([g.detach() for g in torch.autograd.grad(loss_real, weights)])
+    if acc.num_processes > 1:
+        flat = acc.reduce(torch.stack([torch.cat([g.reshape(-1) for g in grads]) for grads in real_grads]), "sum")
+        real_grads = [list(_unflatten(row, weights)) for row in flat]
+    loss = images.new_zeros(())
+    for c in range(num_classes):
+        rows = slice(c * ipc, (c + 1) * ipc)
+        loss_syn = F.cross_entropy(net(x_syn[rows]), y_syn[rows])
+        syn_grads = torch.autograd.grad(loss_syn, weights, create_graph=True)
+        loss = loss + sum(gradient_distance(gr.unsqueeze(0), gs.unsqueeze(0))
+                          for gr, gs in zip(real_grads[c], syn_grads, strict=True))
+    torch.autograd.backward(loss, inputs=[images])
+    return float(loss.detach())
+
+
+def _unflatten(flat: torch.Tensor, like: list[torch.Tensor]):
+    offset = 0
+    for p in like:
+        yield flat[offset : offset + p.numel()].view_as(p)
+        offset += p.numel()
+
+
+def _vmap_distance(net: nn.Module, x_real: torch.Tensor, y_real: torch.Tensor, x_syn: torch.Tensor,
+                   y_syn: torch.Tensor, num_classes: int, acc, batch_real: int, class_chunk: int) -> torch.Tensor:
+    """All classes' parameter gradients at once (``vmap`` over classes of ``grad``) and their distance."""
+    weights = {k: v.detach() for k, v in net.named_parameters()}
+    buffers = dict(net.named_buffers())
+
+    def class_loss(p: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor, scale: float) -> torch.Tensor:
+        return F.cross_entropy(functional_call(net, (p, buffers), (x,)), y, reduction="sum") * scale
+
+    chunk = class_chunk if class_chunk > 0 else None
+    per_class = vmap(grad(class_loss), in_dims=(None, 0, 0, None), chunk_size=chunk)
+    with torch.no_grad():
+        real_grads = per_class(weights, x_real.reshape(num_classes, -1, *x_real.shape[1:]),
+                               y_real.reshape(num_classes, -1), 1.0 / batch_real)
+        if acc.num_processes > 1:
+            names = list(real_grads)
+            flat = acc.reduce(torch.cat([real_grads[k].reshape(num_classes, -1) for k in names], 1), "sum")
+            sizes = [real_grads[k][0].numel() for k in names]
+            real_grads = {k: part.reshape(real_grads[k].shape) for k, part in zip(names, flat.split(sizes, 1),
+                                                                                strict=True)}
+    ipc = x_syn.shape[0] // num_classes
+    syn_grads = per_class(weights, x_syn.reshape(num_classes, ipc, *x_syn.shape[1:]), y_syn.reshape(num_classes, ipc),
+                          1.0 / ipc)
+    return sum(gradient_distance(real_grads[k], syn_grads[k]) for k in weights)
+
+
+def train_on_synthetic(net: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor, labels: torch.Tensor,
+                       epochs: int, batch_train: int, dsa: DSA | None, generator: torch.Generator) -> None:
+    """DC's inner loop: ``epochs`` shuffled passes of SGD over the synthetic set in batches of
+    ``batch_train`` (DSA with one group per batch when ``dsa`` is given)."""
+    n = images.shape[0]
+    for _ in range(epochs):
+        order = torch.randperm(n, generator=generator).to(images.device)
+        for batch in order.split(batch_train):
+            x = images[batch]
+            if dsa is not None:
+                x = dsa(x, dsa.sample(x.shape[0], generator, one_op=True))
+            optimizer.zero_grad(set_to_none=True)
+            F.cross_entropy(net(x), labels[batch]).backward()
+            optimizer.step()
+
+
+def _check(cfg: dict, real: RealData, name: str) -> None:
+    if cfg["gradient_strategy"] not in STRATEGIES:
+        raise DistilkitError(f"{name}: unknown gradient_strategy {cfg['gradient_strategy']!r}; "
+                             f"choose from {', '.join(STRATEGIES)}")
+    for key in ("outer_loop", "batch_real", "batch_train"):
+        if int(cfg[key]) < 1:
+            raise DistilkitError(f"{name}: {key} must be >= 1, got {cfg[key]}")
+    if cfg["inner_loop"] < 0 or cfg["class_chunk"] < 0 or cfg["iterations"] < 0:
+        raise DistilkitError(f"{name}: iterations, inner_loop and class_chunk must be >= 0")
+    smallest = int(real.class_counts.min())
+    if cfg["batch_real"] > smallest:
+        raise DistilkitError(f"{name}: batch_real {cfg['batch_real']} exceeds the smallest class ({smallest} images)")
+
+
+def _save(ctx: RunContext, images: torch.Tensor, optimizer: torch.optim.Optimizer, step: int, history: dict) -> None:
+    if not ctx.accelerator.is_main_process:
+        return
+    tensors = {"images": images}
+    buffer = optimizer.state.get(images, {}).get("momentum_buffer")
+    if buffer is not None:
+        tensors["momentum"] = buffer
+    ctx.checkpointer.save(tensors, {"step": step, "history": history})

@@ -1,0 +1,145 @@
+"""Benchmark gradient matching (dc, dsa): seconds and peak memory, vmap over classes vs the per-class loop.
+
+For each method x gradient strategy x IPC, a separate process (so that its peak is its own):
+
+- ``matching_s``: one matching step alone (per-class real gradients, synthetic gradients with graph,
+  distance, backward to the images) on a fresh network, mean over ``--repeats`` timed calls after
+  one untimed warm-up call on a 2-image-per-class batch (the first ``torch.func`` call imports and
+  sets up its machinery);
+- ``outer_step_s``: one outer step of the distillation loop as run by the method: the matching step,
+  the image update and the inner loop (``inner_loop`` epochs of SGD on the synthetic set), measured
+  over ``--iterations`` whole distillation iterations divided by their outer steps; a full
+  iteration of the faithful configuration costs ``outer_loop`` times this
+  (``iteration_s_estimate``);
+- ``peak_rss_mb`` / ``peak_rss_growth_mb``: the process's peak resident set size (``ru_maxrss``),
+  and its growth over the measurement (after the data is loaded). On a GPU, ``peak_cuda_mb`` is
+  ``torch.cuda.max_memory_allocated``.
+
+Defaults are the faithful ones: the full Fashion-MNIST, ConvNet-3 w128, batch_real 256, DC's loops
+by IPC; ``--iterations 0`` skips the whole-loop timing (at IPC 50 one iteration is 50 outer steps).
+
+    python examples/bench_gradient_matching.py --source /usr/share/datasets/fashion-mnist
+    python examples/bench_gradient_matching.py --tiny            # seconds: tiny net, 4 real images per class
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def worker(args) -> dict:
+    from distilkit.data.dsa import DSA
+    from distilkit.data.sources import SourceConfig, load_real
+    from distilkit.methods import RunContext, get_method
+    from distilkit.methods.gradient_matching import matching_step
+    from distilkit.methods.learnable import seeded_model
+    from distilkit.methods.synthetic import initial_images
+    from distilkit.runtime import make_accelerator
+
+    acc = make_accelerator()
+    real = load_real(SourceConfig(source=args.source))
+    spec = get_method(args.method)
+    cfg = spec.resolve("standard", args.ipc, {"model": args.model, "batch_real": args.batch_real,
+                                              "gradient_strategy": args.strategy, "init": "real",
+                                              "iterations": args.iterations, "checkpoint_every": 0})
+    device = acc.device
+    generator = torch.Generator().manual_seed(0)
+    images = initial_images(real, args.ipc, "real", generator).to(device).requires_grad_(True)
+    dsa = DSA(cfg["dsa_strategy"]) if args.method == "dsa" else None
+    net = seeded_model(cfg["model"], real, generator, device)
+
+    def step(batch: int) -> None:
+        indices = real.sample_per_class(batch, generator)
+        params = dsa.sample(real.num_classes, generator) if dsa is not None else None
+        images.grad = None
+        matching_step(net, real, indices, images, dsa, params, acc, batch, args.strategy)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    step(2)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    baseline = peak_mb()
+    start = time.perf_counter()
+    for _ in range(args.repeats):
+        step(args.batch_real)
+    matching_s = (time.perf_counter() - start) / args.repeats
+    row = {"method": args.method, "strategy": args.strategy, "ipc": args.ipc, "model": cfg["model"],
+           "batch_real": args.batch_real, "outer_loop": cfg["outer_loop"], "inner_loop": cfg["inner_loop"],
+           "device": device.type, "threads": torch.get_num_threads(), "matching_s": matching_s}
+    if args.iterations > 0:
+        start = time.perf_counter()
+        spec.fn(real, args.ipc, cfg, RunContext(acc, 0))
+        row["outer_step_s"] = (time.perf_counter() - start) / (args.iterations * cfg["outer_loop"])
+        row["iteration_s_estimate"] = row["outer_step_s"] * cfg["outer_loop"]
+    row["peak_rss_mb"], row["peak_rss_growth_mb"] = peak_mb(), peak_mb() - baseline
+    if device.type == "cuda":
+        row["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return row
+
+
+def run_worker(flags: list[str]) -> dict:
+    done = subprocess.run([sys.executable, __file__, *flags], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"worker {' '.join(flags)} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--source", default="embedded")
+    parser.add_argument("--methods", default="dc,dsa")
+    parser.add_argument("--strategies", default="vmap,loop")
+    parser.add_argument("--ipcs", default="1,10,50")
+    parser.add_argument("--model", default="convnet")
+    parser.add_argument("--batch-real", type=int, default=256, dest="batch_real")
+    parser.add_argument("--iterations", type=int, default=1, help="whole distillation iterations to time (0: skip)")
+    parser.add_argument("--repeats", type=int, default=2, help="timed matching steps")
+    parser.add_argument("--tiny", action="store_true", help="tiny settings (a test runs them)")
+    parser.add_argument("--out", default="bench/gradient_matching.json")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--method", help=argparse.SUPPRESS)
+    parser.add_argument("--strategy", help=argparse.SUPPRESS)
+    parser.add_argument("--ipc", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.tiny:
+        args.model, args.batch_real, args.repeats = "convnet-w8-d2", 4, 1
+    if args.worker:
+        print(json.dumps(worker(args)))
+        return
+
+    rows = []
+    for ipc in [int(i) for i in args.ipcs.split(",") if i]:
+        for method in [m for m in args.methods.split(",") if m]:
+            for strategy in [s for s in args.strategies.split(",") if s]:
+                rows.append(run_worker(["--worker", "--method", method, "--strategy", strategy, "--ipc", str(ipc),
+                                        "--source", args.source, "--model", args.model, "--batch-real",
+                                        str(args.batch_real), "--iterations", str(args.iterations),
+                                        "--repeats", str(args.repeats)]))
+                print(json.dumps(rows[-1]), flush=True)
+    print(f"\n| method | IPC | gradients | matching step s | outer step s (incl. inner loop) | "
+          f"iteration s (est.) | peak RSS MB | growth MB |  ({args.model}, batch_real {args.batch_real})")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        outer = f"{r['outer_step_s']:.2f}" if "outer_step_s" in r else "-"
+        whole = f"{r['iteration_s_estimate']:.1f}" if "iteration_s_estimate" in r else "-"
+        print(f"| {r['method']} | {r['ipc']} | {r['strategy']} | {r['matching_s']:.2f} | {outer} | {whole} | "
+              f"{r['peak_rss_mb']:.0f} | {r['peak_rss_growth_mb']:.0f} |")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,24 @@
+"""examples/bench_gradient_matching.py runs on tiny settings and reports every figure it promises."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def test_bench_gradient_matching_runs_on_tiny_settings(tmp_path):
+    out = tmp_path / "gm.json"
+    cmd = [sys.executable, str(EXAMPLES / "bench_gradient_matching.py"), "--tiny", "--ipcs", "2", "--methods", "dsa",
+           "--out", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["method"], r["strategy"], r["ipc"]) for r in rows] == [("dsa", "vmap", 2), ("dsa", "loop", 2)]
+    for r in rows:
+        assert r["matching_s"] > 0 and r["outer_step_s"] > 0 and r["peak_rss_mb"] > 0
+        assert r["iteration_s_estimate"] == r["outer_step_s"] * r["outer_loop"]
+    assert "| dsa | 2 | loop |" in done.stdout
