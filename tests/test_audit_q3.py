@@ -10,6 +10,7 @@ from distilkit.audit.influence import (
     mean_pairwise_cosine,
     random_same_class_coherence,
     sign_test_p,
+    two_proportion_p,
 )
 from distilkit.audit.loo import influence_from_losses, loo_influence_sequential, loo_test_losses, spearman, tracin
 from distilkit.audit.real_runs import STUDY_DISTILLED
@@ -89,6 +90,8 @@ def test_sign_test():
     assert sign_test_p(10, 10) == pytest.approx(2 / 1024)
     assert sign_test_p(0, 10) == sign_test_p(10, 10)
     assert sign_test_p(66, 100) < 0.002 < sign_test_p(60, 100) < 0.06
+    assert two_proportion_p(0.75, 100, 0.67, 100) == pytest.approx(0.21, abs=0.01)
+    assert two_proportion_p(0.9, 100, 0.5, 100) < 1e-6 and two_proportion_p(0.5, 10, 0.5, 20) == pytest.approx(1.0)
 
 
 def test_coherence_scores():
@@ -123,6 +126,7 @@ def test_influence_audit_on_smoke_preset_with_its_random_real_baseline(tmp_path,
     assert 0 <= summary["class_purity"] <= 1 and 0 <= summary["random_real/class_purity"] <= 1
     assert 0 < summary["sign_test_p_class_matched"] <= 1
     assert "Random real images of the same number" in entry["verdict"]
+    assert 0 < summary["difference_p_vs_random_real"] <= 1
     artifact = load_file(str(folder / "audit" / "influence.safetensors"))
     assert artifact["influence"].shape == artifact["random_real_influence"].shape == (20, 60)
     assert not torch.equal(artifact["influence"], artifact["random_real_influence"])

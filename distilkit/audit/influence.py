@@ -96,6 +96,13 @@ def sign_test_p(successes: int, trials: int) -> float:
     return min(1.0, 2 * sum(math.comb(trials, i) for i in range(tail + 1)) / 2**trials)
 
 
+def two_proportion_p(a: float, n_a: int, b: float, n_b: int) -> float:
+    """Two-sided p-value of the pooled two-proportion z-test for shares ``a`` of ``n_a`` and ``b`` of ``n_b``."""
+    pooled = (a * n_a + b * n_b) / (n_a + n_b)
+    spread = math.sqrt(pooled * (1 - pooled) * (1 / n_a + 1 / n_b))
+    return 1.0 if spread == 0 else math.erfc(abs(a - b) / spread / math.sqrt(2))
+
+
 def class_matched_coherence(features: torch.Tensor, labels: torch.Tensor, top: torch.Tensor, sets: int,
                             seed: int) -> torch.Tensor:
     """[N]: mean pairwise cosine of ``sets`` random sets per row of ``top`` [N, k] with the same class
@@ -238,6 +245,9 @@ def audit_influence(dset: DistilledSet, real: RealData, cfg: dict, ctx: AuditCon
         base_stats = _semantics(baseline[0], base_labels, test_labels, features, k, dset.num_classes, cfg, ctx.seed)
         summary |= {f"random_real/{key}": value for key, value in _summary(base_stats).items()}
         summary["random_real/tracin_vs_exact_spearman"] = round(baseline[1], 4)
+        summary["difference_p_vs_random_real"] = round(two_proportion_p(
+            summary["share_more_coherent_than_class_matched"], n,
+            summary["random_real/share_more_coherent_than_class_matched"], int(base_labels.numel())), 6)
     rows = []
     for c in range(dset.num_classes):
         mask = labels == c
@@ -276,12 +286,14 @@ def _verdict(summary: dict, k: int, correlation: float, checked: int) -> str:
                + (": single distilled points pick out sub-concepts beyond their classes, as the study found."
                   if beyond_classes else ": no sign of the sub-concept structure the study found."))
     if "random_real/class_purity" in summary:
-        base_share = summary["random_real/share_more_coherent_than_class_matched"]
-        stronger = summary["share_more_coherent_than_class_matched"] > base_share
-        verdict += (f" Random real images of the same number show {100 * base_share:.0f}% (p = "
-                    f"{summary['random_real/sign_test_p_class_matched']:.2g}), so the pattern is "
-                    + ("stronger for the distilled set." if stronger else
-                       "no stronger for the distilled set than for any small real training set."))
+        share, base_share = summary["share_more_coherent_than_class_matched"], \
+            summary["random_real/share_more_coherent_than_class_matched"]
+        p_diff = summary["difference_p_vs_random_real"]
+        verdict += (f" Random real images of the same number show {100 * base_share:.0f}% (sign test p = "
+                    f"{summary['random_real/sign_test_p_class_matched']:.2g}); the difference has p = {p_diff:.2g}, so "
+                    + (f"the pattern is {'stronger' if share > base_share else 'weaker'} for the distilled set."
+                       if p_diff < 0.05 else "the distilled set is not distinguishable from a small real training "
+                                             "set in this respect."))
     return verdict + f" TracIn vs exact leave-one-out: Spearman {correlation:.2f} ({checked} images)."
 
 
