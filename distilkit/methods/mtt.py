@@ -165,13 +165,13 @@ def distill_mtt(real: RealData, ipc: int, cfg: dict, ctx: RunContext) -> MethodO
                                         images, syn_labels.to(device), logits, syn_lr, plan, dsa, cfg["memory"])
         if not math.isfinite(loss):
             raise DistilkitError(f"mtt: the matching loss became {loss} at iteration {it} (learned lr "
-                                 f"{float(syn_lr):.3g}); lower lr_images or lr_lr. The last checkpoint is kept")
+                                 f"{float(syn_lr.detach()):.3g}); lower lr_images or lr_lr; last checkpoint kept")
         for opt in optimizers.values():
             opt.step()
         lr_now = float(syn_lr.detach())
         if not (math.isfinite(lr_now) and lr_now > 0):
             raise DistilkitError(f"mtt: the learned lr became {lr_now:.3g} at iteration {it} (must stay finite and "
-                                 "> 0); lower lr_lr. The last checkpoint is kept")
+                                 "> 0); lower lr_lr; the last checkpoint is kept")
         if it % cfg["log_every"] == 0 or it == cfg["iterations"] - 1:
             history["iteration"].append(it)
             history["loss"].append(loss)
