@@ -9,16 +9,18 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 
 from distilkit.distilled import DistilledSet
 
-ARGS = ["distill", "--preset", "smoke", "--ipc", "2", "--arg", "iterations=150", "--arg", "checkpoint_every=5"]
+ARGS = ["distill", "--preset", "smoke", "--ipc", "2", "--arg", "iterations=60", "--arg", "checkpoint_every=5"]
 
 
-def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
+@pytest.mark.parametrize("method", ["dm", "dc", "dsa", "mtt"])
+def test_sigkill_then_resume_matches_uninterrupted(method, tmp_path):
     env = {**os.environ, "ACCELERATE_USE_CPU": "1"}
-    base = [sys.executable, "-m", "distilkit", *ARGS]
+    base = [sys.executable, "-m", "distilkit", *ARGS, "--method", method]
     subprocess.run([*base, "--out", "full"], cwd=tmp_path, env=env, check=True, capture_output=True)
 
     proc = subprocess.Popen([*base, "--out", "cut"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
@@ -38,4 +40,5 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
     full, cut = DistilledSet.load(tmp_path / "full"), DistilledSet.load(tmp_path / "cut")
     assert torch.equal(full.images, cut.images)
     assert full.history["loss"] == cut.history["loss"]
+    assert full.learned_lr == cut.learned_lr
     assert not (tmp_path / ".cut.checkpoint").exists()
