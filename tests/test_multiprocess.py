@@ -4,6 +4,11 @@ Every method shards its real batch (or its work) across the ranks and all-reduce
 synthetic images' gradient needs, so the distilled images equal the single-process run up to the
 order of floating-point sums; evaluation runs are split across ranks and gathered in order.
 Only the main process writes the set.
+
+The workers run one thread each (OMP_NUM_THREADS=1), so the one-process reference runs with one
+thread too: the intra-op thread count changes the order of floating-point sums inside a kernel,
+and a short unrolled-trajectory run (mtt's smoke preset) turns that 1e-7 noise into 1e-3 within
+four iterations, which would hide whatever the process split itself does.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -25,6 +32,18 @@ from distilkit.pipeline import distill
 
 WORKER = Path(__file__).with_name("multiprocess_worker.py")
 SELECTION = {"random", "herding", "kcenter"}
+REPLICATED = {"mtt"}  # no real data in the loop: every rank runs the whole computation, no all-reduce
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """The workers' intra-op thread count, for the one-process reference runs."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -41,11 +60,14 @@ def two_process_runs(tmp_path_factory):
 
 @pytest.mark.parametrize("method", [m for m in list_methods() if m not in SELECTION])
 def test_two_processes_distill_the_same_set(method, two_process_runs, tmp_path, accelerator):
-    one = distill(DistillConfig(method=method, ipc=2, preset="smoke", out=str(tmp_path / method)),
-                  accelerator=accelerator)
+    with one_thread():
+        one = distill(DistillConfig(method=method, ipc=2, preset="smoke", out=str(tmp_path / method)),
+                      accelerator=accelerator)
     single, shared = DistilledSet.load(one), DistilledSet.load(two_process_runs / method)
     scale = single.images.abs().max().item()
     torch.testing.assert_close(shared.images, single.images, atol=1e-5 * scale, rtol=0)
+    if method in REPLICATED:
+        assert torch.equal(shared.images, single.images)
     assert not torch.equal(single.images, torch.zeros_like(single.images))
     if single.learned_lr is not None:
         assert shared.learned_lr == pytest.approx(single.learned_lr, rel=1e-5)
@@ -61,7 +83,8 @@ def test_two_processes_split_evaluation_runs(two_process_runs, tmp_path, acceler
     assert shared["processes"] == 2
     copy = tmp_path / "set"
     DistilledSet.load(two_process_runs / first).save(copy)
-    single = evaluate_folder(copy, runs=3, preset="smoke", accelerator=accelerator)
+    with one_thread():
+        single = evaluate_folder(copy, runs=3, preset="smoke", accelerator=accelerator)
     assert shared["accuracies"] == pytest.approx(single[0]["accuracies"], abs=1e-6)
 
 
@@ -79,7 +102,8 @@ def test_two_processes_share_the_audits(tmp_path, accelerator):
     distill(DistillConfig(method="random", ipc=1, preset="smoke", out=str(one)), accelerator=accelerator)
     two = tmp_path / "two"
     shutil.copytree(one, two)
-    run_audits(one, only=audits, preset="smoke", accelerator=accelerator)
+    with one_thread():
+        run_audits(one, only=audits, preset="smoke", accelerator=accelerator)
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1",
            "DISTILKIT_CACHE": str(tmp_path / "cache-two")}  # the pools are built again, by both processes
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
