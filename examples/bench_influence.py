@@ -31,8 +31,10 @@ def measure(args) -> dict:
     from distilkit.audit.real_runs import STUDY_DISTILLED
     from distilkit.data.sources import SourceConfig, load_real
     from distilkit.models import create_model
+    from distilkit.runtime import tune_cpu_allocator
     from distilkit.train import TrainConfig
 
+    tune_cpu_allocator()  # as every distilkit command does on CPU (runtime.make_accelerator)
     torch.set_num_threads(args.threads)
     real = load_real(SourceConfig(source=args.source))
     pick = real.sample_per_class(args.images // real.num_classes, torch.Generator().manual_seed(0)).reshape(-1)

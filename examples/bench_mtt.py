@@ -41,7 +41,9 @@ def measure(args: argparse.Namespace) -> dict:
     from distilkit.methods.mtt import SavedTensorMeter, draw_plan, trajectory_matching_step
     from distilkit.methods.synthetic import initial_images
     from distilkit.models import create_model
+    from distilkit.runtime import tune_cpu_allocator
 
+    tune_cpu_allocator()  # as every distilkit command does on CPU (runtime.make_accelerator)
     device = torch.device(args.device)
     real = load_real(SourceConfig(source=args.source))
     c, h, w = real.image_shape
