@@ -100,7 +100,9 @@ EXPERT_MEMORY = 8  # expert trajectories kept in memory at once
         "cpu.expert_train_epochs": "sized for 2 CPU cores (experts reach ~77 % test accuracy on embedded FMNIST)",
         "cpu.lr_lr": "MTT's per-IPC values, IPC 1 raised to 1e-6 for the short cpu run",
         "cpu.checkpoint_every": "a third of the cpu run",
-        "cpu.iterations": "sized for 2 CPU cores", "cpu.lr_images": "tuned on embedded FMNIST (normalized pixels)",
+        "cpu.iterations": "sized for 2 CPU cores; embedded FMNIST, distilkit bench --methods random,dc,dsa,mtt "
+                          "--ipc 1,10 --preset cpu (5 runs): IPC 1 63.8 / IPC 10 76.8 % vs random 46.0 / 75.5 %",
+        "cpu.lr_images": "tuned on embedded FMNIST (normalized pixels)",
         "cpu.max_start_epoch": "scaled to the 12-epoch cpu experts",
         "cpu.syn_steps": "sized for 2 CPU cores", "cpu.batch_syn": "sized for 2 CPU cores",
     },
