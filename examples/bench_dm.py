@@ -18,7 +18,7 @@ Each (variant, IPC) runs in its own process so the peak-memory figure is its own
     python examples/bench_dm.py                           # IPC 1, 10, 50; batch_real 256; ConvNet-3 w128
     python examples/bench_dm.py --ipcs 10 --iterations 5 --real-chunk 0 --naive-tuned 1 --threads 1
 
-On a machine with a GPU both variants run there (Accelerate picks the device; ACCELERATE_USE_CPU=1
+On a machine with a GPU all variants run there (Accelerate picks the device; ACCELERATE_USE_CPU=1
 keeps them on the CPU) and the table adds peak GPU memory.
 """
 
@@ -46,15 +46,16 @@ class ReferenceConvNet(nn.Module):
 
     def __init__(self, net: nn.Module) -> None:
         super().__init__()
-        self.features = nn.Sequential(*[nn.AvgPool2d(2) if type(m).__name__ == "AvgPool2x2" else m
-                                        for m in net.features])
+        from distilkit.models.convnet import AvgPool2x2
+
+        self.features = nn.Sequential(*[nn.AvgPool2d(2) if isinstance(m, AvgPool2x2) else m for m in net.features])
         self.classifier = net.classifier
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x).flatten(1)
 
 
-def naive_loss(net, real, images, ipc, dsa, generator, batch_real):
+def per_class_loop_loss(net, real, images, ipc, dsa, generator, batch_real):
     loss = torch.zeros(())
     for c in range(real.num_classes):
         pool = real.class_indices(c)
@@ -108,7 +109,7 @@ def worker(args) -> dict:
                           args.real_chunk, args.syn_chunk)
         else:
             looped = ReferenceConvNet(net) if args.variant == "reference" else net
-            loss = naive_loss(looped, real, images, ipc, dsa, generator, args.batch_real)
+            loss = per_class_loop_loss(looped, real, images, ipc, dsa, generator, args.batch_real)
             optimizer.zero_grad()
             loss.backward()
         optimizer.step()
