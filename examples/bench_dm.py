@@ -34,38 +34,10 @@ import time
 from pathlib import Path
 
 import torch
-from torch import nn
+from reference_loops import ReferenceConvNet, dm_per_class_loss
 
 FMNIST = "/usr/share/datasets/fashion-mnist"
 VARIANTS = ("reference", "loop", "distilkit")
-
-
-class ReferenceConvNet(nn.Module):
-    """distilkit's ConvNet rebuilt from plain PyTorch modules, sharing its parameters: the network a
-    straightforward implementation would run (pooling by ``nn.AvgPool2d``, no CPU-specific paths)."""
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        from distilkit.models.convnet import AvgPool2x2
-
-        self.features = nn.Sequential(*[nn.AvgPool2d(2) if isinstance(m, AvgPool2x2) else m for m in net.features])
-        self.classifier = net.classifier
-
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x).flatten(1)
-
-
-def per_class_loop_loss(net, real, images, ipc, dsa, generator, batch_real):
-    loss = torch.zeros(())
-    for c in range(real.num_classes):
-        pool = real.class_indices(c)
-        idx = pool[torch.randperm(len(pool), generator=generator)[:batch_real]]
-        params = dsa.sample(1, generator)
-        zeros_real, zeros_syn = torch.zeros(len(idx), dtype=torch.long), torch.zeros(ipc, dtype=torch.long)
-        out_real = net.embed(dsa(real.batch(idx).to(images.device), params, zeros_real)).detach()
-        out_syn = net.embed(dsa(images[c * ipc : (c + 1) * ipc], params, zeros_syn))
-        loss = loss + ((out_real.mean(0) - out_syn.mean(0)) ** 2).sum()
-    return loss
 
 
 def worker(args) -> dict:
@@ -101,17 +73,16 @@ def worker(args) -> dict:
             with torch.no_grad():
                 probe = images[: min(8, images.shape[0])]
                 torch.testing.assert_close(ReferenceConvNet(net).embed(probe), net.embed(probe), rtol=1e-4, atol=1e-5)
+        indices = real.sample_per_class(args.batch_real, generator)
+        params = dsa.sample(real.num_classes, generator)
+        optimizer.zero_grad()
         if args.variant == "distilkit":
-            indices = real.sample_per_class(args.batch_real, generator)
-            params = dsa.sample(real.num_classes, generator)
-            optimizer.zero_grad()
             matching_step(net, real, indices, images, syn_labels, dsa, params, acc, args.batch_real,
                           args.real_chunk, args.syn_chunk)
         else:
             looped = ReferenceConvNet(net) if args.variant == "reference" else net
-            loss = per_class_loop_loss(looped, real, images, ipc, dsa, generator, args.batch_real)
-            optimizer.zero_grad()
-            loss.backward()
+            real_by_class = [real.batch(row).to(device) for row in indices]
+            dm_per_class_loss(looped, real_by_class, images, ipc, dsa, params).backward()
         optimizer.step()
         if cuda:
             torch.cuda.synchronize()

@@ -1,6 +1,16 @@
-"""Benchmark gradient matching (dc, dsa): seconds and peak memory, vmap over classes vs the per-class loop.
+"""Benchmark gradient matching (dc, dsa): seconds and peak memory of distilkit's strategies against DC's loop.
 
-For each method x gradient strategy x IPC, a separate process (so that its peak is its own):
+Three ways to compute the per-class gradients, the same network weights, real batch and augmentation:
+
+- ``reference``: the yardstick, DC/DSA as their reference code writes it (examples/reference_loops.py):
+  per class, real gradient, synthetic gradient with graph, DC's distance, over a ConvNet built from
+  plain PyTorch modules holding distilkit's weights, with the allocator's defaults. Before timing,
+  the worker checks on one draw that it gives distilkit's loss and image gradient (allclose);
+- ``loop``: distilkit's per-class loop (``gradient_strategy: loop``, the CPU default): one batched DSA
+  call for all classes, distilkit's ConvNet, the tuned allocator;
+- ``vmap``: all classes at once with ``torch.func`` (the GPU default).
+
+For each method x strategy x IPC, a separate process (so that its peak is its own):
 
 - ``matching_s``: one matching step alone (per-class real gradients, synthetic gradients with graph,
   distance, backward to the images) on a fresh network, mean over ``--repeats`` timed calls after
@@ -26,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -33,6 +44,7 @@ import time
 from pathlib import Path
 
 import torch
+from reference_loops import ReferenceConvNet, dc_per_class_loss
 
 
 def peak_mb() -> float:
@@ -48,11 +60,15 @@ def worker(args) -> dict:
     from distilkit.methods.synthetic import initial_images
     from distilkit.runtime import make_accelerator
 
+    if args.strategy == "reference":
+        os.environ["DISTILKIT_TUNE_MALLOC"] = "0"  # the yardstick runs with the allocator's defaults
     acc = make_accelerator()
     real = load_real(SourceConfig(source=args.source))
     spec = get_method(args.method)
+    reference = args.strategy == "reference"
     cfg = spec.resolve("standard", args.ipc, {"model": args.model, "batch_real": args.batch_real,
-                                              "gradient_strategy": args.strategy, "init": "real",
+                                              "gradient_strategy": "loop" if reference else args.strategy,
+                                              "init": "real",
                                               "iterations": args.iterations, "checkpoint_every": 0})
     device = acc.device
     generator = torch.Generator().manual_seed(0)
@@ -60,15 +76,31 @@ def worker(args) -> dict:
     dsa = DSA(cfg["dsa_strategy"]) if args.method == "dsa" else None
     net = seeded_model(cfg["model"], real, generator, device)
 
-    def step(batch: int) -> None:
+    reference_net = ReferenceConvNet(net)
+
+    def step(batch: int, strategy: str = args.strategy) -> float:
         indices = real.sample_per_class(batch, generator)
         params = dsa.sample(real.num_classes, generator) if dsa is not None else None
         images.grad = None
-        matching_step(net, real, indices, images, dsa, params, acc, batch, args.strategy)
+        if strategy == "reference":
+            real_by_class = [real.batch(row).to(device) for row in indices]
+            loss = dc_per_class_loss(reference_net, real_by_class, images, args.ipc, dsa, params, batch)
+            loss.backward()
+            loss = float(loss.detach())
+        else:
+            loss = matching_step(net, real, indices, images, dsa, params, acc, batch, strategy)
         if device.type == "cuda":
             torch.cuda.synchronize()
+        return loss
 
-    step(2)
+    if reference:  # the yardstick must compute what distilkit computes: same draw, same loss and image gradient
+        state = generator.get_state()
+        ours, ours_grad = step(2, "loop"), images.grad.clone()
+        generator.set_state(state)
+        torch.testing.assert_close(step(2), ours, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(images.grad, ours_grad, rtol=1e-3, atol=1e-6)
+    else:
+        step(2)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     baseline = peak_mb()
@@ -79,7 +111,7 @@ def worker(args) -> dict:
     row = {"method": args.method, "strategy": args.strategy, "ipc": args.ipc, "model": cfg["model"],
            "batch_real": args.batch_real, "outer_loop": cfg["outer_loop"], "inner_loop": cfg["inner_loop"],
            "device": device.type, "threads": torch.get_num_threads(), "matching_s": matching_s}
-    if args.iterations > 0:
+    if args.iterations > 0 and not reference:
         start = time.perf_counter()
         spec.fn(real, args.ipc, cfg, RunContext(acc, 0))
         row["outer_step_s"] = (time.perf_counter() - start) / (args.iterations * cfg["outer_loop"])
@@ -101,7 +133,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", default="embedded")
     parser.add_argument("--methods", default="dc,dsa")
-    parser.add_argument("--strategies", default="vmap,loop")
+    parser.add_argument("--strategies", default="reference,loop,vmap")
     parser.add_argument("--ipcs", default="1,10,50")
     parser.add_argument("--model", default="convnet")
     parser.add_argument("--batch-real", type=int, default=256, dest="batch_real")
@@ -129,14 +161,17 @@ def main() -> None:
                                         str(args.batch_real), "--iterations", str(args.iterations),
                                         "--repeats", str(args.repeats)]))
                 print(json.dumps(rows[-1]), flush=True)
-    print(f"\n| method | IPC | gradients | matching step s | outer step s (incl. inner loop) | "
+    print(f"\n| method | IPC | gradients | matching step s | vs reference | outer step s (incl. inner loop) | "
           f"iteration s (est.) | peak RSS MB | growth MB |  ({args.model}, batch_real {args.batch_real})")
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
+    yardstick = {(r["method"], r["ipc"]): r["matching_s"] for r in rows if r["strategy"] == "reference"}
     for r in rows:
         outer = f"{r['outer_step_s']:.2f}" if "outer_step_s" in r else "-"
         whole = f"{r['iteration_s_estimate']:.1f}" if "iteration_s_estimate" in r else "-"
-        print(f"| {r['method']} | {r['ipc']} | {r['strategy']} | {r['matching_s']:.2f} | {outer} | {whole} | "
-              f"{r['peak_rss_mb']:.0f} | {r['peak_rss_growth_mb']:.0f} |")
+        base = yardstick.get((r["method"], r["ipc"]))
+        speedup = f"{base / r['matching_s']:.2f}x" if base else "-"
+        print(f"| {r['method']} | {r['ipc']} | {r['strategy']} | {r['matching_s']:.2f} | {speedup} | {outer} | "
+              f"{whole} | {r['peak_rss_mb']:.0f} | {r['peak_rss_growth_mb']:.0f} |")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
 
