@@ -1,8 +1,14 @@
 """Benchmark the learned-set methods: seconds per iteration and peak memory, and BPTT memory vs T.
 
-Part 1 runs ``cafe``, ``krr`` (FRePo and KIP kernels), ``bptt`` and, for reference, ``dm`` for a few
+Part 1 runs ``dm``, ``dc``, ``dsa``, ``cafe``, ``krr`` (FRePo and KIP kernels) and ``bptt`` for a few
 iterations each with their resolved preset (default ``cpu``) and reports s/iteration (wall time of
-the run / iterations, setup included) and the peak resident memory of the process. Part 2 runs one
+the run / iterations, setup included) and the peak resident memory of the process. With
+``--before-after`` each method also runs *before* distilkit's two CPU-wide fixes, as measured by
+profiling every method's iteration on a 2-core CPU: the allocator left at glibc's defaults
+(``DISTILKIT_TUNE_MALLOC=0``; every large activation buffer a fresh ``mmap`` that page-faults) and
+2x2 average pooling by PyTorch's NCHW ``avg_pool2d`` kernel instead of distilkit's pooling GEMM
+(:class:`distilkit.models.convnet.AvgPool2x2`); the table gives both and the speed-up. (``mtt`` is
+left out: its first run trains experts; examples/bench_mtt.py measures it.) Part 2 runs one
 BPTT outer step (unroll ``T`` inner steps, backpropagate the real loss) for several ``T``, without
 checkpointing and with ``checkpoint_segment = ceil(sqrt(T))``, and reports the peak memory growth
 of that step. Every measurement runs in its own process so that the peak is its own.
@@ -16,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import resource
 import subprocess
 import sys
@@ -24,8 +31,8 @@ from pathlib import Path
 
 import torch
 
-VARIANTS = {"dm": ("dm", {}), "cafe": ("cafe", {}), "krr-frepo": ("krr", {"kernel": "frepo"}),
-            "krr-kip": ("krr", {"kernel": "kip"}), "bptt": ("bptt", {})}
+VARIANTS = {"dm": ("dm", {}), "dc": ("dc", {}), "dsa": ("dsa", {}), "cafe": ("cafe", {}),
+            "krr-frepo": ("krr", {"kernel": "frepo"}), "krr-kip": ("krr", {"kernel": "kip"}), "bptt": ("bptt", {})}
 
 
 def peak_mb() -> float:
@@ -35,8 +42,12 @@ def peak_mb() -> float:
 def method_worker(args) -> dict:
     from distilkit.data.sources import SourceConfig, load_real
     from distilkit.methods import RunContext, get_method
+    from distilkit.models.convnet import AvgPool2x2
     from distilkit.runtime import make_accelerator
 
+    if args.before:
+        os.environ["DISTILKIT_TUNE_MALLOC"] = "0"
+        AvgPool2x2.forward = lambda self, x: torch.nn.functional.avg_pool2d(x, 2)
     acc = make_accelerator()
     real = load_real(SourceConfig(source=args.source))
     name, extra = VARIANTS[args.variant]
@@ -47,7 +58,8 @@ def method_worker(args) -> dict:
     start = time.perf_counter()
     spec.fn(real, args.ipc, cfg, RunContext(acc, 0))
     wall = time.perf_counter() - start
-    return {"part": "methods", "variant": args.variant, "ipc": args.ipc, "preset": args.preset,
+    return {"part": "methods", "variant": args.variant, "before": bool(args.before), "ipc": args.ipc,
+            "preset": args.preset, "threads": torch.get_num_threads(),
             "iterations": args.iterations, "s_per_iteration": wall / args.iterations, "peak_rss_mb": peak_mb(),
             "peak_rss_growth_mb": peak_mb() - baseline, "model": cfg["model"]}
 
@@ -89,7 +101,9 @@ def main() -> None:
     parser.add_argument("--source", default="embedded")
     parser.add_argument("--preset", default="cpu")
     parser.add_argument("--ipc", type=int, default=10)
-    parser.add_argument("--methods", default="dm,cafe,krr-frepo,krr-kip,bptt")
+    parser.add_argument("--methods", default="dm,dc,dsa,cafe,krr-frepo,krr-kip,bptt")
+    parser.add_argument("--before-after", action="store_true", dest="before_after",
+                        help="also run each method without distilkit's CPU fixes (allocator, pooling GEMM)")
     parser.add_argument("--iterations", type=int, default=5)
     parser.add_argument("--overrides", default="{}", help="JSON method options applied to every method")
     parser.add_argument("--steps", default="5,10,20,40", help="BPTT unroll lengths T for part 2 ('' skips it)")
@@ -98,6 +112,7 @@ def main() -> None:
     parser.add_argument("--out", default="bench/methods.json")
     parser.add_argument("--worker", choices=["method", "bptt"], help=argparse.SUPPRESS)
     parser.add_argument("--variant", help=argparse.SUPPRESS)
+    parser.add_argument("--before", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--segment", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--steps-one", type=int, dest="steps_one", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -112,18 +127,25 @@ def main() -> None:
     common = ["--source", args.source, "--ipc", str(args.ipc)]
     rows = []
     for variant in [m for m in args.methods.split(",") if m]:
-        rows.append(run_worker(["--worker", "method", "--variant", variant, "--preset", args.preset,
-                                "--iterations", str(args.iterations), "--overrides", args.overrides, *common]))
-        print(json.dumps(rows[-1]), flush=True)
+        for before in (1, 0) if args.before_after else (0,):
+            rows.append(run_worker(["--worker", "method", "--variant", variant, "--preset", args.preset,
+                                    "--iterations", str(args.iterations), "--overrides", args.overrides,
+                                    "--before", str(before), *common]))
+            print(json.dumps(rows[-1]), flush=True)
     for steps in [int(s) for s in args.steps.split(",") if s]:
         for segment in (0, math.ceil(math.sqrt(steps))):
             rows.append(run_worker(["--worker", "bptt", "--steps-one", str(steps), "--segment", str(segment),
                                     "--model", args.model, "--batch-real", str(args.batch_real), *common]))
             print(json.dumps(rows[-1]), flush=True)
-    print(f"\n| method ({args.preset} preset, IPC {args.ipc}) | s/iteration | peak RSS MB | growth MB |")
-    print("|---|---|---|---|")
-    for r in (r for r in rows if r["part"] == "methods"):
-        print(f"| {r['variant']} | {r['s_per_iteration']:.2f} | {r['peak_rss_mb']:.0f} | "
+    print(f"\n| method ({args.preset} preset, IPC {args.ipc}) | s/iteration before | s/iteration | speed-up "
+          "| peak RSS MB | growth MB |")
+    print("|---|---|---|---|---|---|")
+    methods = [r for r in rows if r["part"] == "methods"]
+    before = {r["variant"]: r["s_per_iteration"] for r in methods if r["before"]}
+    for r in (r for r in methods if not r["before"]):
+        old = before.get(r["variant"])
+        cells = (f"{old:.2f}", f"{old / r['s_per_iteration']:.2f}x") if old else ("-", "-")
+        print(f"| {r['variant']} | {cells[0]} | {r['s_per_iteration']:.2f} | {cells[1]} | {r['peak_rss_mb']:.0f} | "
               f"{r['peak_rss_growth_mb']:.0f} |")
     print(f"\n| BPTT T ({args.model}, IPC {args.ipc}) | segment | s/outer step | peak RSS growth MB |")
     print("|---|---|---|---|")
