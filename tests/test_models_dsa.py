@@ -81,3 +81,35 @@ def test_gemm_average_pooling_equals_avg_pool2d(shape):
     grad_expected = torch.autograd.grad(expected.square().sum(), x)[0]
     grad_got = torch.autograd.grad(got.square().sum(), x)[0]
     torch.testing.assert_close(grad_got, grad_expected, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["convnet-w16", "convnet-w16-gn-mp", "convnet-w16-ln", "convnet-w16-d2-np"])
+def test_cpu_chunks_give_the_whole_batch_result(name, monkeypatch):
+    """A large CPU batch runs in cache-sized chunks; outputs, block outputs and gradients must be
+    those of the whole batch."""
+    from distilkit.models import convnet
+
+    torch.manual_seed(0)
+    net = create_model(name, 1, 10, (28, 28))
+    x = torch.randn(11, 1, 28, 28, requires_grad=True)
+    whole = net(x)
+    whole_blocks = net.block_outputs(x)
+    whole_grads = torch.autograd.grad(whole.square().sum(), [x, *net.parameters()])
+    monkeypatch.setattr(convnet, "CPU_CHUNK_BYTES", 3 * 4 * 16 * 32 * 32)  # 3 images per chunk, a ragged last one
+    assert net._cpu_chunk(x) == 3
+    chunked = net(x)
+    torch.testing.assert_close(chunked, whole, atol=1e-6, rtol=1e-5)
+    for got, expected in zip(net.block_outputs(x), whole_blocks, strict=True):
+        torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-5)
+    grads = torch.autograd.grad(chunked.square().sum(), [x, *net.parameters()])
+    scale = max(float(g.abs().max()) for g in whole_grads)  # an instance-normed conv bias has rounding-noise grads
+    for got, expected in zip(grads, whole_grads, strict=True):
+        torch.testing.assert_close(got, expected, atol=1e-6 * scale, rtol=1e-4)
+
+
+def test_batchnorm_convnet_is_never_chunked(monkeypatch):
+    from distilkit.models import convnet
+
+    monkeypatch.setattr(convnet, "CPU_CHUNK_BYTES", 1)
+    assert create_model("convnet-w16-bn", 1, 10, (28, 28))._cpu_chunk(torch.randn(8, 1, 28, 28)) is None
+    assert create_model("convnet-w16", 1, 10, (28, 28))._cpu_chunk(torch.randn(8, 1, 28, 28)) == 1

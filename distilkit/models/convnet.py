@@ -3,7 +3,8 @@
 Per block: Conv3x3 -> norm -> ReLU -> pool. For 28x28 inputs the first convolution pads by 3 so
 the feature maps are 32x32, as in the reference implementation. ``embed`` returns the flattened
 features before the classifier (what distribution matching compares); ``block_outputs`` returns the
-output of every conv block (what multi-layer distribution matching compares).
+output of every conv block (what multi-layer distribution matching compares). On CPUs a large
+batch runs through the network in cache-sized chunks of images (:data:`CPU_CHUNK_BYTES`).
 """
 
 from __future__ import annotations
@@ -65,6 +66,14 @@ class AvgPool2x2(nn.Module):
         return (pairs @ self._matrix(width, x)).reshape(*lead, height // 2, width // 2)
 
 
+# On CPUs a batch is split into chunks of images whose first-block feature maps take at most this many
+# bytes (32 images for ConvNet w128 on 32x32 maps, 128 for w32), when every image is normalised on its
+# own (not BatchNorm). Measured on a 2-core AVX2 CPU, 1 thread, ConvNet-3 w128, 256 images:
+# forward 730 -> 418 ms, forward+backward 1885 -> 1224 ms (w32: 50 -> 46, 142 -> 138 ms): the
+# 128 MB first-block maps of a whole batch stream through memory, a 16 MB chunk stays in cache.
+CPU_CHUNK_BYTES = 16 << 20
+
+
 class ConvNet(nn.Module):
     """ConvNet-D{depth}-W{width}: ``depth`` conv blocks of ``width`` channels and a linear head."""
 
@@ -98,15 +107,27 @@ class ConvNet(nn.Module):
         if height < 1 or width_px < 1:
             raise ValueError(f"image size {tuple(image_size)} is too small for depth {depth}")
         self.features = nn.Sequential(*layers)
+        self._batch_coupled = norm == "batchnorm"  # batch statistics: chunks would change the result
+        self._first_map_pixels = (32 * 32 if tuple(image_size) == (28, 28) else image_size[0] * image_size[1])
         self.feature_dim = channels * height * width_px
         self.classifier = nn.Linear(self.feature_dim, num_classes)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x).flatten(1)
+        chunk = self._cpu_chunk(x)
+        if chunk is None:
+            return self.features(x).flatten(1)
+        return torch.cat([self.features(part).flatten(1) for part in x.split(chunk)])
 
     def block_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The output of every conv block (after its pooling), first to last; the last one, flattened,
         is :meth:`embed`."""
+        chunk = self._cpu_chunk(x)
+        if chunk is not None:
+            per_chunk = [self._block_outputs(part) for part in x.split(chunk)]
+            return [torch.cat(block) for block in zip(*per_chunk, strict=True)]
+        return self._block_outputs(x)
+
+    def _block_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
         outputs = []
         modules = list(self.features)
         for i, module in enumerate(modules):
@@ -114,6 +135,14 @@ class ConvNet(nn.Module):
             if i + 1 == len(modules) or isinstance(modules[i + 1], nn.Conv2d):
                 outputs.append(x)
         return outputs
+
+    def _cpu_chunk(self, x: torch.Tensor) -> int | None:
+        """Images per chunk for ``x`` on a CPU, or None to run the batch whole (GPU, BatchNorm, small)."""
+        if x.device.type != "cpu" or self._batch_coupled:
+            return None
+        first = self.features[0]
+        chunk = max(1, CPU_CHUNK_BYTES // (x.element_size() * first.out_channels * self._first_map_pixels))
+        return chunk if x.shape[0] > chunk else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.embed(x))
