@@ -98,8 +98,12 @@ def worker(args) -> dict:
         ours, ours_grad = step(2, "loop"), images.grad.clone()
         generator.set_state(state)
         torch.testing.assert_close(step(2), ours, rtol=1e-4, atol=1e-5)
-        scale = float(ours_grad.abs().max())  # a few near-zero entries differ by float32 rounding
-        torch.testing.assert_close(images.grad, ours_grad, rtol=1e-3, atol=1e-3 * scale)
+        # compared as a whole: an augmented image with a near-constant instance-normed channel, and the
+        # cosines of small gradients, amplify float32 rounding (measured up to 1.1e-3 at dsa IPC 10);
+        # a different computation (another draw, class or augmentation) differs by O(1)
+        error = float((images.grad - ours_grad).norm() / ours_grad.norm())
+        if error > 1e-2:
+            raise AssertionError(f"reference image gradient differs from distilkit's by {error:.1e} (relative norm)")
     else:
         step(2)
     if device.type == "cuda":

@@ -69,7 +69,8 @@ SOURCES = {
     "dsa_strategy": "DSA code (color_crop_cutout_flip_scale_rotate)",
     "gradient_strategy": "distilkit: vmap over classes on GPUs, per-class loop on CPUs; examples/bench_gradient_"
                          "matching.py, ConvNet w128, batch_real 256, one matching step: CPU 1 thread loop 14-19 s "
-                         "vs vmap 22-39 s (peak RSS ~1.2-3 GB vs ~11.8 GB); H100 loop 0.14-0.21 s vs vmap 0.06-0.10 s",
+                         "vs vmap 22-39 s (peak RSS ~1.2-3 GB vs ~11.8 GB); H100 loop 0.14-0.21 s vs vmap 0.06-0.10 s; "
+                         "CPU 2 threads, with the ConvNet's CPU chunking: loop 7.1-8.1 s vs DC's own loop 11.0-16.0 s",
     "class_chunk": "distilkit: classes per vmap call (0 = all at once)",
     "cpu.iterations": "sized for 2 CPU cores (1 thread under load: IPC 1 ~4.5 min, IPC 10 ~7 min); first trial "
                       "kept: embedded FMNIST, distilkit evaluate 5 runs, IPC 1 dc 64.8 / dsa 64.8 %, "
