@@ -93,6 +93,7 @@ class ConvNet(nn.Module):
         height, width_px = image_size
         if (height, width_px) == (28, 28):
             height, width_px = 32, 32
+        self._first_map_pixels = height * width_px  # the first block's feature-map size (sizes CPU chunks)
         layers: list[nn.Module] = []
         channels = in_channels
         for block in range(depth):
@@ -108,7 +109,6 @@ class ConvNet(nn.Module):
             raise ValueError(f"image size {tuple(image_size)} is too small for depth {depth}")
         self.features = nn.Sequential(*layers)
         self._batch_coupled = norm == "batchnorm"  # batch statistics: chunks would change the result
-        self._first_map_pixels = (32 * 32 if tuple(image_size) == (28, 28) else image_size[0] * image_size[1])
         self.feature_dim = channels * height * width_px
         self.classifier = nn.Linear(self.feature_dim, num_classes)
 
