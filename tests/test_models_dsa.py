@@ -113,3 +113,43 @@ def test_batchnorm_convnet_is_never_chunked(monkeypatch):
     monkeypatch.setattr(convnet, "CPU_CHUNK_BYTES", 1)
     assert create_model("convnet-w16-bn", 1, 10, (28, 28))._cpu_chunk(torch.randn(8, 1, 28, 28)) is None
     assert create_model("convnet-w16", 1, 10, (28, 28))._cpu_chunk(torch.randn(8, 1, 28, 28)) == 1
+
+
+@pytest.mark.parametrize(("channels", "size"), [(1, (28, 28)), (3, (32, 32)), (3, (20, 24))])
+def test_folded_first_block_equals_conv_then_instance_norm(channels, size):
+    """Where nothing is differentiated the first conv and its instance norm run as one product; its
+    values must be the two layers' (float64 reference), with random affine parameters."""
+    from distilkit.models.convnet import folded_conv_instance_norm
+
+    torch.manual_seed(0)
+    net = create_model("convnet-w16", channels, 10, size)
+    conv, norm = net.features[0], net.features[1]
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+        norm.bias.uniform_(-0.5, 0.5)
+        conv.bias.uniform_(-1, 1)  # cancels in the norm
+    x = torch.rand(5, channels, *size)
+    with torch.no_grad():
+        expected = norm.double()(conv.double()(x.double()))
+        got = folded_conv_instance_norm(x.double(), conv, norm)
+        torch.testing.assert_close(got, expected, atol=1e-10, rtol=1e-9)
+        net.float()
+        torch.testing.assert_close(folded_conv_instance_norm(x, conv, norm), expected.float(), atol=1e-5, rtol=1e-4)
+
+
+def test_fold_is_used_only_where_no_gradient_flows():
+    torch.manual_seed(0)
+    net = create_model("convnet-w16", 1, 10, (28, 28))
+    x = torch.randn(6, 1, 28, 28)
+    assert not net._folds(x)  # the net's parameters require grad
+    with torch.no_grad():
+        assert net._folds(x)
+        folded, folded_blocks = net.embed(x), net.block_outputs(x)
+    net.requires_grad_(False)
+    assert net._folds(x) and not net._folds(x.clone().requires_grad_(True))
+    assert not create_model("convnet-w16-bn", 1, 10, (28, 28)).requires_grad_(False)._folds(x)
+    assert not create_model("convnet-w16-ln", 1, 10, (28, 28)).requires_grad_(False)._folds(x)
+    net.requires_grad_(True)
+    torch.testing.assert_close(folded, net.embed(x), atol=1e-5, rtol=1e-4)  # unfolded: grad is enabled
+    for got, expected in zip(folded_blocks, net.block_outputs(x), strict=True):
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
