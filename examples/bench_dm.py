@@ -7,15 +7,19 @@ Three variants, the same network weights, real batch and augmentation:
   plain PyTorch modules (``nn.Conv2d``, ``nn.GroupNorm``, ``nn.ReLU``, ``nn.AvgPool2d``) holding
   distilkit's weights, with the allocator's defaults;
 - ``loop``: the same per-class loop over distilkit's ConvNet module (an ablation: what the loop
-  gains from distilkit's network alone, e.g. its 2x2 pooling as one GEMM on CPUs);
+  gains from distilkit's network alone, e.g. its 2x2 pooling as one GEMM on CPUs and its folded
+  first block on the real side, where nothing requires grad);
 - ``distilkit``: :func:`distilkit.methods.dm.matching_step` (all classes in shared chunked forward
   calls, no autograd on the real side, per-class DSA in one call) on distilkit's ConvNet.
 
 Every worker first checks that its network's embedding equals distilkit's ConvNet's (allclose).
-Each (variant, IPC) runs in its own process so the peak-memory figure is its own.
+Each (variant, IPC) runs in its own process so the peak-memory figure is its own. Shared cloud
+CPUs are noisy (the same call varies by 20-30 % from minute to minute), so the variants run in
+``--rounds`` alternating rounds (reference, loop, distilkit, reference, ...) and the table gives
+the median over every timed iteration of every round, with the minimum beside it.
 
     apt-get install -y dataset-fashion-mnist
-    python examples/bench_dm.py                           # IPC 1, 10, 50; batch_real 256; ConvNet-3 w128
+    python examples/bench_dm.py                           # IPC 1, 10, 50; batch_real 256; ConvNet-3 w128; 3 rounds
     python examples/bench_dm.py --ipcs 10 --iterations 5 --real-chunk 0 --naive-tuned 1 --threads 1
 
 On a machine with a GPU all variants run there (Accelerate picks the device; ACCELERATE_USE_CPU=1
@@ -28,6 +32,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -89,11 +94,20 @@ def worker(args) -> dict:
         if it >= args.warmup:
             times.append(time.perf_counter() - start)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"variant": args.variant, "ipc": ipc, "s_per_iteration": sum(times) / len(times),
-            "s_per_iteration_min": min(times), "peak_rss_mb": peak / 1024,
+    return {"variant": args.variant, "ipc": ipc, "times": times, "peak_rss_mb": peak / 1024,
             "peak_rss_growth_mb": (peak - baseline) / 1024, "iterations": len(times),
             "num_train": int(real.train_images.shape[0]), "device": torch.cuda.get_device_name() if cuda else "cpu",
             "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if cuda else None}
+
+
+def _summary(ipc: int, variant: str, runs: list[dict]) -> dict:
+    """One table cell from every round of a (variant, IPC): the median and minimum over all timed
+    iterations, the largest peak memory."""
+    times = [t for run in runs for t in run["times"]]
+    gpu = [run["peak_gpu_mb"] for run in runs if run.get("peak_gpu_mb") is not None]
+    return {"variant": variant, "ipc": ipc, "s_per_iteration": statistics.median(times),
+            "s_per_iteration_min": min(times), "timed_iterations": len(times),
+            "peak_rss_mb": max(run["peak_rss_mb"] for run in runs), "peak_gpu_mb": max(gpu) if gpu else None}
 
 
 def _gpu(row: dict) -> str:
@@ -106,6 +120,7 @@ def main() -> None:
     parser.add_argument("--ipcs", default="1,10,50")
     parser.add_argument("--iterations", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of all variants per IPC")
     parser.add_argument("--batch-real", type=int, default=256)
     parser.add_argument("--model", default="convnet")
     parser.add_argument("--real-chunk", default="auto", help="distilkit: real images per forward (0 = all)")
@@ -121,23 +136,28 @@ def main() -> None:
         print(json.dumps(worker(args)))
         return
 
-    rows = []
+    runs = []
     for ipc in [int(x) for x in args.ipcs.split(",")]:
-        for variant in args.variants.split(","):
-            cmd = [sys.executable, __file__, "--variant", variant, "--ipc", str(ipc)]
-            for flag in ("source", "iterations", "warmup", "batch_real", "model", "real_chunk", "syn_chunk",
-                         "naive_tuned", "threads"):
-                cmd += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
-            done = subprocess.run(cmd, capture_output=True, text=True, check=True)
-            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
-            print(json.dumps(rows[-1]), flush=True)
-    print(f"\n{rows[0]['device']}, {args.threads} thread(s)")
+        for round_index in range(args.rounds):
+            for variant in args.variants.split(","):
+                cmd = [sys.executable, __file__, "--variant", variant, "--ipc", str(ipc)]
+                for flag in ("source", "iterations", "warmup", "batch_real", "model", "real_chunk", "syn_chunk",
+                             "naive_tuned", "threads"):
+                    cmd += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+                done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+                runs.append({**json.loads(done.stdout.strip().splitlines()[-1]), "round": round_index})
+                print(json.dumps(runs[-1]), flush=True)
+    rows = [_summary(ipc, variant, [r for r in runs if (r["ipc"], r["variant"]) == (ipc, variant)])
+            for ipc in sorted({r["ipc"] for r in runs}) for variant in VARIANTS
+            if any((r["ipc"], r["variant"]) == (ipc, variant) for r in runs)]
+    print(f"\n{runs[0]['device']}, {args.threads} thread(s), {args.rounds} round(s) x {args.iterations} iteration(s)")
     print("| IPC | reference loop s/it | loop on distilkit's ConvNet s/it | distilkit s/it | speed-up vs reference "
           "| vs loop | peak RSS MB (reference / loop / distilkit) | peak GPU MB |")
     print("|---|---|---|---|---|---|---|---|")
     for ipc in sorted({r["ipc"] for r in rows}):
         by = {r["variant"]: r for r in rows if r["ipc"] == ipc}
-        cell = {v: f"{by[v]['s_per_iteration']:.3g}" if v in by else "-" for v in VARIANTS}
+        cell = {v: f"{by[v]['s_per_iteration']:.3g} (min {by[v]['s_per_iteration_min']:.3g})" if v in by else "-"
+                for v in VARIANTS}
         ours = by.get("distilkit")
 
         def ratio(v: str, by=by, ours=ours) -> str:
@@ -148,7 +168,7 @@ def main() -> None:
         print(f"| {ipc} | {cell['reference']} | {cell['loop']} | {cell['distilkit']} | {ratio('reference')} | "
               f"{ratio('loop')} | {rss} | {gpu} |")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
+    Path(args.out).write_text(json.dumps({"args": vars(args), "rows": rows, "runs": runs}, indent=2))
 
 
 if __name__ == "__main__":

@@ -8,17 +8,26 @@ Three ways to compute the per-class gradients, the same network weights, real ba
   the worker checks on one draw that it gives distilkit's loss and image gradient (allclose);
 - ``loop``: distilkit's per-class loop (``gradient_strategy: loop``, the CPU default): one batched DSA
   call for all classes, distilkit's ConvNet, the tuned allocator;
-- ``vmap``: all classes at once with ``torch.func`` (the GPU default).
+- ``vmap``: all classes at once with ``torch.func`` (the GPU default);
+- ``floor``: not an implementation but the arithmetic they share: the real side's convolutions
+  alone (forward, and backward to the weights and to every conv input but the images') on
+  batch_real images per class, timed by examples/conv_floor.py. An implementation that runs these
+  layers with PyTorch's convolution kernels spends at least this, so ``reference / floor``
+  estimates the most any of them can gain over the yardstick on this machine.
+
+Shared cloud CPUs are noisy, so the strategies run in ``--rounds`` alternating rounds and the table
+gives the median over every timed step of every round (and the minimum).
 
 For each method x strategy x IPC, a separate process (so that its peak is its own):
 
 - ``matching_s``: one matching step alone (per-class real gradients, synthetic gradients with graph,
-  distance, backward to the images) on a fresh network, mean over ``--repeats`` timed calls after
+  distance, backward to the images) on a fresh network, the median of ``--repeats`` timed calls per
+  round over ``--rounds`` rounds (each after
   one untimed warm-up call on a 2-image-per-class batch (the first ``torch.func`` call imports and
-  sets up its machinery);
+  sets up its machinery));
 - ``outer_step_s``: one outer step of the distillation loop as run by the method: the matching step,
   the image update and the inner loop (``inner_loop`` epochs of SGD on the synthetic set), measured
-  over ``--iterations`` whole distillation iterations divided by their outer steps; a full
+  over ``--iterations`` whole distillation iterations (first round only) divided by their outer steps; a full
   iteration of the faithful configuration costs ``outer_loop`` times this
   (``iteration_s_estimate``);
 - ``peak_rss_mb`` / ``peak_rss_growth_mb``: the process's peak resident set size (``ru_maxrss``),
@@ -38,12 +47,14 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
+from conv_floor import conv_floor_seconds
 from reference_loops import ReferenceConvNet, dc_per_class_loss
 
 
@@ -66,8 +77,9 @@ def worker(args) -> dict:
     real = load_real(SourceConfig(source=args.source))
     spec = get_method(args.method)
     reference = args.strategy == "reference"
+    gradients = args.strategy if args.strategy in ("loop", "vmap") else "loop"
     cfg = spec.resolve("standard", args.ipc, {"model": args.model, "batch_real": args.batch_real,
-                                              "gradient_strategy": "loop" if reference else args.strategy,
+                                              "gradient_strategy": gradients,
                                               "init": "real",
                                               "iterations": args.iterations, "checkpoint_every": 0})
     device = acc.device
@@ -93,6 +105,14 @@ def worker(args) -> dict:
             torch.cuda.synchronize()
         return loss
 
+    if args.strategy == "floor":
+        shape = tuple(images.shape[1:])
+        conv_floor_seconds(net, shape, 32, weight_grad=True, input_grad=True)  # warm-up
+        times = [conv_floor_seconds(net, shape, real.num_classes * args.batch_real, weight_grad=True,
+                                    input_grad=True) for _ in range(args.repeats)]
+        return {"method": args.method, "strategy": "floor", "ipc": args.ipc, "model": cfg["model"],
+                "batch_real": args.batch_real, "device": device.type, "threads": torch.get_num_threads(),
+                "matching_times": times, "peak_rss_mb": peak_mb(), "peak_rss_growth_mb": 0.0}
     if reference:  # the yardstick must compute what distilkit computes: same draw, same loss and image gradient
         state = generator.get_state()
         ours, ours_grad = step(2, "loop"), images.grad.clone()
@@ -109,13 +129,14 @@ def worker(args) -> dict:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     baseline = peak_mb()
-    start = time.perf_counter()
+    times = []
     for _ in range(args.repeats):
+        start = time.perf_counter()
         step(args.batch_real)
-    matching_s = (time.perf_counter() - start) / args.repeats
+        times.append(time.perf_counter() - start)
     row = {"method": args.method, "strategy": args.strategy, "ipc": args.ipc, "model": cfg["model"],
            "batch_real": args.batch_real, "outer_loop": cfg["outer_loop"], "inner_loop": cfg["inner_loop"],
-           "device": device.type, "threads": torch.get_num_threads(), "matching_s": matching_s}
+           "device": device.type, "threads": torch.get_num_threads(), "matching_times": times}
     if args.iterations > 0 and not reference:
         start = time.perf_counter()
         spec.fn(real, args.ipc, cfg, RunContext(acc, 0))
@@ -124,6 +145,17 @@ def worker(args) -> dict:
     row["peak_rss_mb"], row["peak_rss_growth_mb"] = peak_mb(), peak_mb() - baseline
     if device.type == "cuda":
         row["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return row
+
+
+def _summary(runs: list[dict]) -> dict:
+    """One row from every round of a (method, IPC, strategy): median and minimum of all timed
+    matching steps, the largest peak memory, the whole-iteration timing of the round that ran it."""
+    times = [t for run in runs for t in run["matching_times"]]
+    row = {**runs[0], "matching_s": statistics.median(times), "matching_s_min": min(times), "timed_steps": len(times),
+           "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
+           "peak_rss_growth_mb": max(r["peak_rss_growth_mb"] for r in runs)}
+    row.pop("round", None)
     return row
 
 
@@ -143,7 +175,8 @@ def main() -> None:
     parser.add_argument("--model", default="convnet")
     parser.add_argument("--batch-real", type=int, default=256, dest="batch_real")
     parser.add_argument("--iterations", type=int, default=1, help="whole distillation iterations to time (0: skip)")
-    parser.add_argument("--repeats", type=int, default=2, help="timed matching steps")
+    parser.add_argument("--repeats", type=int, default=2, help="timed matching steps per round")
+    parser.add_argument("--rounds", type=int, default=1, help="alternating rounds of all strategies")
     parser.add_argument("--tiny", action="store_true", help="tiny settings (a test runs them)")
     parser.add_argument("--out", default="bench/gradient_matching.json")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -157,17 +190,22 @@ def main() -> None:
         print(json.dumps(worker(args)))
         return
 
-    rows = []
+    runs = []
     for ipc in [int(i) for i in args.ipcs.split(",") if i]:
         for method in [m for m in args.methods.split(",") if m]:
-            for strategy in [s for s in args.strategies.split(",") if s]:
-                rows.append(run_worker(["--worker", "--method", method, "--strategy", strategy, "--ipc", str(ipc),
-                                        "--source", args.source, "--model", args.model, "--batch-real",
-                                        str(args.batch_real), "--iterations", str(args.iterations),
-                                        "--repeats", str(args.repeats)]))
-                print(json.dumps(rows[-1]), flush=True)
-    print(f"\n| method | IPC | gradients | matching step s | vs reference | outer step s (incl. inner loop) | "
-          f"iteration s (est.) | peak RSS MB | growth MB |  ({args.model}, batch_real {args.batch_real})")
+            for round_index in range(args.rounds):
+                for strategy in [s for s in args.strategies.split(",") if s]:
+                    runs.append({**run_worker(["--worker", "--method", method, "--strategy", strategy, "--ipc",
+                                               str(ipc), "--source", args.source, "--model", args.model,
+                                               "--batch-real", str(args.batch_real), "--iterations",
+                                               str(args.iterations if round_index == 0 else 0),
+                                               "--repeats", str(args.repeats)]), "round": round_index})
+                    print(json.dumps(runs[-1]), flush=True)
+    rows = [_summary([r for r in runs if (r["method"], r["ipc"], r["strategy"]) == key])
+            for key in dict.fromkeys((r["method"], r["ipc"], r["strategy"]) for r in runs)]
+    print(f"\n| method | IPC | gradients | matching step s (median, min) | vs reference | "
+          f"outer step s (incl. inner loop) | iteration s (est.) | peak RSS MB | growth MB |  "
+          f"({args.model}, batch_real {args.batch_real})")
     print("|---|---|---|---|---|---|---|---|---|")
     yardstick = {(r["method"], r["ipc"]): r["matching_s"] for r in rows if r["strategy"] == "reference"}
     for r in rows:
@@ -175,10 +213,11 @@ def main() -> None:
         whole = f"{r['iteration_s_estimate']:.1f}" if "iteration_s_estimate" in r else "-"
         base = yardstick.get((r["method"], r["ipc"]))
         speedup = f"{base / r['matching_s']:.2f}x" if base else "-"
-        print(f"| {r['method']} | {r['ipc']} | {r['strategy']} | {r['matching_s']:.2f} | {speedup} | {outer} | "
+        print(f"| {r['method']} | {r['ipc']} | {r['strategy']} | {r['matching_s']:.2f} ({r['matching_s_min']:.2f}) | "
+              f"{speedup} | {outer} | "
               f"{whole} | {r['peak_rss_mb']:.0f} | {r['peak_rss_growth_mb']:.0f} |")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
+    Path(args.out).write_text(json.dumps({"args": vars(args), "rows": rows, "runs": runs}, indent=2))
 
 
 if __name__ == "__main__":

@@ -13,12 +13,17 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 def test_bench_dm_runs_on_tiny_settings(tmp_path):
     out = tmp_path / "dm.json"
     cmd = [sys.executable, str(EXAMPLES / "bench_dm.py"), "--source", "embedded", "--ipcs", "1", "--iterations", "1",
-           "--warmup", "0", "--batch-real", "8", "--model", "convnet-w8-d2", "--out", str(out)]
+           "--warmup", "0", "--batch-real", "8", "--model", "convnet-w8-d2", "--rounds", "2", "--out", str(out)]
     done = subprocess.run(cmd, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
-    rows = json.loads(out.read_text())["rows"]
+    result = json.loads(out.read_text())
+    rows, runs = result["rows"], result["runs"]
     assert {r["variant"] for r in rows} == {"reference", "loop", "distilkit"}
-    assert all(r["s_per_iteration"] > 0 and r["peak_rss_mb"] > 0 for r in rows)
+    assert all(r["s_per_iteration"] > 0 and r["peak_rss_mb"] > 0 and r["timed_iterations"] == 2 for r in rows)
+    assert [r["variant"] for r in runs] == ["reference", "loop", "distilkit"] * 2  # alternating rounds
+    for row in rows:
+        times = [t for r in runs if r["variant"] == row["variant"] for t in r["times"]]
+        assert row["s_per_iteration_min"] == min(times) <= row["s_per_iteration"] <= max(times)
 
 
 def test_distill_and_evaluate_example(tmp_path):

@@ -150,6 +150,15 @@ def test_fold_is_used_only_where_no_gradient_flows():
     assert not create_model("convnet-w16-bn", 1, 10, (28, 28)).requires_grad_(False)._folds(x)
     assert not create_model("convnet-w16-ln", 1, 10, (28, 28)).requires_grad_(False)._folds(x)
     net.requires_grad_(True)
+    params = {name: p.detach().expand(2, *p.shape).clone().requires_grad_(True) for name, p in net.named_parameters()}
+
+    def batched_embedding(p: dict) -> torch.Tensor:
+        seen.append(net._folds(x))
+        return torch.func.functional_call(net, p, (x,))
+
+    seen: list[bool] = []
+    grads = torch.autograd.grad(torch.func.vmap(batched_embedding)(params).sum(), list(params.values()))
+    assert seen == [False] and all(g is not None for g in grads)  # vmapped parameters are never folded
     torch.testing.assert_close(folded, net.embed(x), atol=1e-5, rtol=1e-4)  # unfolded: grad is enabled
     for got, expected in zip(folded_blocks, net.block_outputs(x), strict=True):
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)

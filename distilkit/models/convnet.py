@@ -185,9 +185,10 @@ class ConvNet(nn.Module):
         through them (the fold's gradient is less precise than the layers')."""
         if x.device.type != "cpu" or not self._instance_norm:
             return False
-        if not torch.is_grad_enabled():
-            return True
-        return not (x.requires_grad or any(p.requires_grad for p in self.features[:2].parameters()))
+        tensors = [x, *self.features[:2].parameters()]
+        if any(torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors):
+            return False  # inside vmap/grad: a wrapped tensor's requires_grad does not say whether it is differentiated
+        return not torch.is_grad_enabled() or not any(t.requires_grad for t in tensors)
 
     def _cpu_chunk(self, x: torch.Tensor) -> int | None:
         """Images per chunk for ``x`` on a CPU, or None to run the batch whole (GPU, BatchNorm, small)."""

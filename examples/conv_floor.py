@@ -1,0 +1,58 @@
+"""The convolution share of a matching step: its convolutions' arithmetic alone, as PyTorch runs it.
+
+:func:`conv_floor_seconds` times the convolution calls a ConvNet step makes (``aten.convolution``
+forward and ``aten.convolution_backward`` with the gradients asked for) on random tensors of each
+conv layer's input shape, in batches of ``chunk`` images, and nothing else: no norms, activations,
+pooling, data or Python. It is what any implementation that runs these layers with PyTorch's CPU
+convolution kernels spends at least, so a step's time over it is the overhead left to remove. It is
+an estimate, not a proof of a bound: the noise of a shared CPU is in it, and a step may compute a
+layer another way (distilkit folds the first conv and its norm where no gradient flows).
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from torch import nn
+
+
+def conv_shapes(net: nn.Module, image_shape: tuple[int, ...]) -> list[tuple[nn.Conv2d, tuple[int, ...]]]:
+    """Every Conv2d of ``net`` with the shape of one image's input to it, in call order."""
+    found: list[tuple[nn.Conv2d, tuple[int, ...]]] = []
+    hooks = [m.register_forward_hook(lambda m, args, out: found.append((m, tuple(args[0].shape[1:]))))
+             for m in net.modules() if isinstance(m, nn.Conv2d)]
+    try:
+        with torch.no_grad():
+            net(torch.zeros(1, *image_shape))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return found
+
+
+def conv_floor_seconds(net: nn.Module, image_shape: tuple[int, ...], images: int, weight_grad: bool,
+                       input_grad: bool, chunk: int = 32, first_input_grad: bool = False) -> float:
+    """Seconds for the convolutions of ``images`` images through ``net``: forward, and, if asked,
+    the backward to the weights and/or inputs (the first layer's input gradient only with
+    ``first_input_grad``: the images themselves are learned). Runs one untimed warm-up chunk."""
+    layers = conv_shapes(net, image_shape)
+
+    def run(count: int) -> None:
+        for index, (conv, shape) in enumerate(layers):
+            x = torch.randn(count, *shape)
+            weight = conv.weight.detach()
+            bias = conv.bias.detach() if conv.bias is not None else None
+            args = (conv.stride, conv.padding, conv.dilation, False, (0, 0), conv.groups)
+            out = torch.ops.aten.convolution(x, weight, bias, *args)
+            wants_input = input_grad and (index > 0 or first_input_grad)
+            if weight_grad or wants_input:
+                mask = [wants_input, weight_grad, weight_grad and bias is not None]
+                torch.ops.aten.convolution_backward(torch.ones_like(out), x, weight, None, *args, mask)
+
+    with torch.no_grad():
+        run(min(chunk, images))
+        start = time.perf_counter()
+        for first in range(0, images, chunk):
+            run(min(chunk, images - first))
+        return time.perf_counter() - start
