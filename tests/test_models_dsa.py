@@ -118,7 +118,8 @@ def test_batchnorm_convnet_is_never_chunked(monkeypatch):
 @pytest.mark.parametrize(("channels", "size"), [(1, (28, 28)), (3, (32, 32)), (3, (20, 24))])
 def test_folded_first_block_equals_conv_then_instance_norm(channels, size):
     """Where nothing is differentiated the first conv and its instance norm run as one product; its
-    values must be the two layers' (float64 reference), with random affine parameters."""
+    values, and its input gradient (which the fold would give if it were used there), must be the
+    two layers' (float64 reference), with random affine parameters."""
     from distilkit.models.convnet import folded_conv_instance_norm
 
     torch.manual_seed(0)
@@ -133,7 +134,17 @@ def test_folded_first_block_equals_conv_then_instance_norm(channels, size):
         expected = norm.double()(conv.double()(x.double()))
         got = folded_conv_instance_norm(x.double(), conv, norm)
         torch.testing.assert_close(got, expected, atol=1e-10, rtol=1e-9)
-        net.float()
+    # the input gradient is as precise as the two layers' own (speed, not precision, keeps it off there)
+    x64 = x.double().requires_grad_(True)
+    weights = torch.randn_like(expected)
+    grad_expected = torch.autograd.grad((norm(conv(x64)) * weights).sum(), x64)[0]
+    grad_folded = torch.autograd.grad((folded_conv_instance_norm(x64, conv, norm) * weights).sum(), x64)[0]
+    torch.testing.assert_close(grad_folded, grad_expected, atol=1e-10, rtol=1e-9)
+    net.float()
+    x32 = x.clone().requires_grad_(True)
+    grad_folded32 = torch.autograd.grad((folded_conv_instance_norm(x32, conv, norm) * weights.float()).sum(), x32)[0]
+    assert float((grad_folded32.double() - grad_expected).norm() / grad_expected.norm()) < 1e-5
+    with torch.no_grad():
         torch.testing.assert_close(folded_conv_instance_norm(x, conv, norm), expected.float(), atol=1e-5, rtol=1e-4)
 
 
@@ -146,7 +157,7 @@ def test_fold_is_used_only_where_no_gradient_flows():
         assert net._folds(x)
         folded, folded_blocks = net.embed(x), net.block_outputs(x)
     net.requires_grad_(False)
-    assert net._folds(x) and not net._folds(x.clone().requires_grad_(True))
+    assert net._folds(x) and not net._folds(x.clone().requires_grad_(True))  # DM's synthetic side: unfolded
     assert not create_model("convnet-w16-bn", 1, 10, (28, 28)).requires_grad_(False)._folds(x)
     assert not create_model("convnet-w16-ln", 1, 10, (28, 28)).requires_grad_(False)._folds(x)
     net.requires_grad_(True)
@@ -162,3 +173,4 @@ def test_fold_is_used_only_where_no_gradient_flows():
     torch.testing.assert_close(folded, net.embed(x), atol=1e-5, rtol=1e-4)  # unfolded: grad is enabled
     for got, expected in zip(folded_blocks, net.block_outputs(x), strict=True):
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+
