@@ -9,6 +9,10 @@ Three variants, the same network weights, real batch and augmentation:
 - ``loop``: the same per-class loop over distilkit's ConvNet module (an ablation: what the loop
   gains from distilkit's network alone, e.g. its 2x2 pooling as one GEMM on CPUs and its folded
   first block on the real side, where nothing requires grad);
+- ``floor`` (CPU only): not an implementation but the arithmetic they share: the convolutions alone
+  (the real batch forward, the synthetic images forward and backward to their inputs), timed by
+  examples/conv_floor.py; ``reference / floor`` estimates the most any implementation that runs
+  these layers with PyTorch's kernels can gain over the yardstick here;
 - ``distilkit``: :func:`distilkit.methods.dm.matching_step` (all classes in shared chunked forward
   calls, no autograd on the real side, per-class DSA in one call) on distilkit's ConvNet.
 
@@ -39,10 +43,12 @@ import time
 from pathlib import Path
 
 import torch
+from conv_floor import conv_floor_seconds
 from reference_loops import ReferenceConvNet, dm_per_class_loss
 
 FMNIST = "/usr/share/datasets/fashion-mnist"
-VARIANTS = ("reference", "loop", "distilkit")
+VARIANTS = ("reference", "loop", "distilkit", "floor")
+IMPLEMENTATIONS = VARIANTS[:3]
 
 
 def worker(args) -> dict:
@@ -81,6 +87,13 @@ def worker(args) -> dict:
         indices = real.sample_per_class(args.batch_real, generator)
         params = dsa.sample(real.num_classes, generator)
         optimizer.zero_grad()
+        if args.variant == "floor":
+            shape = tuple(images.shape[1:])
+            floor = (conv_floor_seconds(net, shape, real.num_classes * args.batch_real, False, False)
+                     + conv_floor_seconds(net, shape, images.shape[0], False, True, first_input_grad=True))
+            if it >= args.warmup:
+                times.append(floor)
+            continue
         if args.variant == "distilkit":
             matching_step(net, real, indices, images, syn_labels, dsa, params, acc, args.batch_real,
                           args.real_chunk, args.syn_chunk)
@@ -152,8 +165,9 @@ def main() -> None:
             if any((r["ipc"], r["variant"]) == (ipc, variant) for r in runs)]
     print(f"\n{runs[0]['device']}, {args.threads} thread(s), {args.rounds} round(s) x {args.iterations} iteration(s)")
     print("| IPC | reference loop s/it | loop on distilkit's ConvNet s/it | distilkit s/it | speed-up vs reference "
-          "| vs loop | peak RSS MB (reference / loop / distilkit) | peak GPU MB |")
-    print("|---|---|---|---|---|---|---|---|")
+          "| vs loop | conv floor s/it | reference / floor | peak RSS MB (reference / loop / distilkit) "
+          "| peak GPU MB |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for ipc in sorted({r["ipc"] for r in rows}):
         by = {r["variant"]: r for r in rows if r["ipc"] == ipc}
         cell = {v: f"{by[v]['s_per_iteration']:.3g} (min {by[v]['s_per_iteration_min']:.3g})" if v in by else "-"
@@ -163,10 +177,12 @@ def main() -> None:
         def ratio(v: str, by=by, ours=ours) -> str:
             return f"{by[v]['s_per_iteration'] / ours['s_per_iteration']:.2f}x" if ours and v in by else "-"
 
-        rss = " / ".join(f"{by[v]['peak_rss_mb']:.0f}" if v in by else "-" for v in VARIANTS)
-        gpu = " / ".join(_gpu(by[v]) for v in VARIANTS if v in by)
+        rss = " / ".join(f"{by[v]['peak_rss_mb']:.0f}" if v in by else "-" for v in IMPLEMENTATIONS)
+        gpu = " / ".join(_gpu(by[v]) for v in IMPLEMENTATIONS if v in by)
+        bound = (f"{by['reference']['s_per_iteration'] / by['floor']['s_per_iteration']:.2f}x"
+                 if "reference" in by and "floor" in by else "-")
         print(f"| {ipc} | {cell['reference']} | {cell['loop']} | {cell['distilkit']} | {ratio('reference')} | "
-              f"{ratio('loop')} | {rss} | {gpu} |")
+              f"{ratio('loop')} | {cell['floor']} | {bound} | {rss} | {gpu} |")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"args": vars(args), "rows": rows, "runs": runs}, indent=2))
 

@@ -24,7 +24,7 @@ def conv_shapes(net: nn.Module, image_shape: tuple[int, ...]) -> list[tuple[nn.C
              for m in net.modules() if isinstance(m, nn.Conv2d)]
     try:
         with torch.no_grad():
-            net(torch.zeros(1, *image_shape))
+            net(torch.zeros(1, *image_shape, device=next(net.parameters()).device))
     finally:
         for hook in hooks:
             hook.remove()
@@ -37,10 +37,11 @@ def conv_floor_seconds(net: nn.Module, image_shape: tuple[int, ...], images: int
     the backward to the weights and/or inputs (the first layer's input gradient only with
     ``first_input_grad``: the images themselves are learned). Runs one untimed warm-up chunk."""
     layers = conv_shapes(net, image_shape)
+    device = layers[0][0].weight.device
 
     def run(count: int) -> None:
         for index, (conv, shape) in enumerate(layers):
-            x = torch.randn(count, *shape)
+            x = torch.randn(count, *shape, device=device)
             weight = conv.weight.detach()
             bias = conv.bias.detach() if conv.bias is not None else None
             args = (conv.stride, conv.padding, conv.dilation, False, (0, 0), conv.groups)
@@ -52,7 +53,14 @@ def conv_floor_seconds(net: nn.Module, image_shape: tuple[int, ...], images: int
 
     with torch.no_grad():
         run(min(chunk, images))
+        _synchronize(device)
         start = time.perf_counter()
         for first in range(0, images, chunk):
             run(min(chunk, images - first))
+        _synchronize(device)
         return time.perf_counter() - start
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

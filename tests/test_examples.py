@@ -18,12 +18,15 @@ def test_bench_dm_runs_on_tiny_settings(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(out.read_text())
     rows, runs = result["rows"], result["runs"]
-    assert {r["variant"] for r in rows} == {"reference", "loop", "distilkit"}
+    assert {r["variant"] for r in rows} == {"reference", "loop", "distilkit", "floor"}
     assert all(r["s_per_iteration"] > 0 and r["peak_rss_mb"] > 0 and r["timed_iterations"] == 2 for r in rows)
-    assert [r["variant"] for r in runs] == ["reference", "loop", "distilkit"] * 2  # alternating rounds
+    assert [r["variant"] for r in runs] == ["reference", "loop", "distilkit", "floor"] * 2  # alternating rounds
     for row in rows:
         times = [t for r in runs if r["variant"] == row["variant"] for t in r["times"]]
         assert row["s_per_iteration_min"] == min(times) <= row["s_per_iteration"] <= max(times)
+    by = {r["variant"]: r["s_per_iteration"] for r in rows}
+    assert by["floor"] < by["distilkit"]  # the convolutions alone take less than the whole step
+    assert "| conv floor s/it | reference / floor |" in done.stdout
 
 
 def test_distill_and_evaluate_example(tmp_path):
