@@ -35,30 +35,39 @@ def conv_floor_seconds(net: nn.Module, image_shape: tuple[int, ...], images: int
                        input_grad: bool, chunk: int = 32, first_input_grad: bool = False) -> float:
     """Seconds for the convolutions of ``images`` images through ``net``: forward, and, if asked,
     the backward to the weights and/or inputs (the first layer's input gradient only with
-    ``first_input_grad``: the images themselves are learned). Runs one untimed warm-up chunk."""
+    ``first_input_grad``: the images themselves are learned). The operands are made before the
+    clock starts; one untimed warm-up chunk runs first."""
     layers = conv_shapes(net, image_shape)
     device = layers[0][0].weight.device
+    counts = [min(chunk, images - first) for first in range(0, images, chunk)]
+    inputs = {count: [_operands(conv, shape, count, device) for conv, shape in layers] for count in set(counts)}
 
     def run(count: int) -> None:
-        for index, (conv, shape) in enumerate(layers):
-            x = torch.randn(count, *shape, device=device)
+        for index, ((conv, _), (x, grad_out)) in enumerate(zip(layers, inputs[count], strict=True)):
             weight = conv.weight.detach()
             bias = conv.bias.detach() if conv.bias is not None else None
             args = (conv.stride, conv.padding, conv.dilation, False, (0, 0), conv.groups)
-            out = torch.ops.aten.convolution(x, weight, bias, *args)
+            torch.ops.aten.convolution(x, weight, bias, *args)
             wants_input = input_grad and (index > 0 or first_input_grad)
             if weight_grad or wants_input:
                 mask = [wants_input, weight_grad, weight_grad and bias is not None]
-                torch.ops.aten.convolution_backward(torch.ones_like(out), x, weight, None, *args, mask)
+                torch.ops.aten.convolution_backward(grad_out, x, weight, None, *args, mask)
 
     with torch.no_grad():
-        run(min(chunk, images))
+        run(counts[0])
         _synchronize(device)
         start = time.perf_counter()
-        for first in range(0, images, chunk):
-            run(min(chunk, images - first))
+        for count in counts:
+            run(count)
         _synchronize(device)
         return time.perf_counter() - start
+
+
+def _operands(conv: nn.Conv2d, shape: tuple[int, ...], count: int, device: torch.device):
+    """A random input batch for ``conv`` and a random gradient of its output, made before timing."""
+    with torch.no_grad():
+        x = torch.randn(count, *shape, device=device)
+        return x, torch.randn_like(conv(x))
 
 
 def _synchronize(device: torch.device) -> None:

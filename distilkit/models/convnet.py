@@ -88,8 +88,8 @@ def folded_conv_instance_norm(x: torch.Tensor, conv: nn.Conv2d, norm: nn.GroupNo
     product per image with its own scaled weights. The values, and the gradient with respect to the
     input, equal the two layers' within float32 rounding (centred patches: relative error to float64
     4e-7 to 1e-6 for both, also on near-constant and DSA-augmented images; tests/test_models_dsa.py).
-    Used only where nothing is differentiated: the conv bias cancels, so it would get no gradient,
-    and the fold's backward is slower than the layers' (DM's synthetic side, 500 images forward and
+    Used only where nothing is differentiated: the conv bias would get no gradient, and the fold's
+    backward is slower than the layers' (DM's synthetic side, 500 images forward and
     backward at w128: 1.15 against 1.00 s). Measured on a 2-core AVX2 CPU, the embedding of 2560 images
     (DM's real side at batch_real 256), median of 5: ConvNet-3 w128 5.32 -> 4.51 s on one thread,
     2.93 -> 2.68 s on two; w32 0.70 -> 0.63 s on one thread.
