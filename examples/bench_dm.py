@@ -1,6 +1,7 @@
 """Benchmark distribution matching: seconds per iteration and peak memory.
 
-Three variants, the same network weights, real batch and augmentation:
+Three implementations, the same network weights, real batch and augmentation, and the convolutions
+they share:
 
 - ``reference``: the yardstick, DM as the reference implementation writes it: a per-class loop
   (per class: sample, augment, embed real then detach, embed synthetic) over a ConvNet built from

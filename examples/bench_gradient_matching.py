@@ -1,6 +1,7 @@
 """Benchmark gradient matching (dc, dsa): seconds and peak memory of distilkit's strategies against DC's loop.
 
-Three ways to compute the per-class gradients, the same network weights, real batch and augmentation:
+Three ways to compute the per-class gradients, the same network weights, real batch and augmentation,
+and the convolutions they share:
 
 - ``reference``: the yardstick, DC/DSA as their reference code writes it (examples/reference_loops.py):
   per class, real gradient, synthetic gradient with graph, DC's distance, over a ConvNet built from
@@ -21,10 +22,9 @@ gives the median over every timed step of every round (and the minimum).
 For each method x strategy x IPC, a separate process (so that its peak is its own):
 
 - ``matching_s``: one matching step alone (per-class real gradients, synthetic gradients with graph,
-  distance, backward to the images) on a fresh network, the median of ``--repeats`` timed calls per
-  round over ``--rounds`` rounds (each after
-  one untimed warm-up call on a 2-image-per-class batch (the first ``torch.func`` call imports and
-  sets up its machinery));
+  distance, backward to the images) on a fresh network: the median of ``--repeats`` timed calls per
+  round over ``--rounds`` rounds, each round after one untimed warm-up call on a 2-image-per-class
+  batch (the first ``torch.func`` call imports and sets up its machinery);
 - ``outer_step_s``: one outer step of the distillation loop as run by the method: the matching step,
   the image update and the inner loop (``inner_loop`` epochs of SGD on the synthetic set), measured
   over ``--iterations`` whole distillation iterations (first round only) divided by their outer steps; a full
@@ -107,7 +107,6 @@ def worker(args) -> dict:
 
     if args.strategy == "floor":
         shape = tuple(images.shape[1:])
-        conv_floor_seconds(net, shape, 32, weight_grad=True, input_grad=True)  # warm-up
         times = [conv_floor_seconds(net, shape, real.num_classes * args.batch_real, weight_grad=True,
                                     input_grad=True) for _ in range(args.repeats)]
         return {"method": args.method, "strategy": "floor", "ipc": args.ipc, "model": cfg["model"],
