@@ -18,13 +18,20 @@ from torch import nn
 
 
 def conv_shapes(net: nn.Module, image_shape: tuple[int, ...]) -> list[tuple[nn.Conv2d, tuple[int, ...]]]:
-    """Every Conv2d of ``net`` with the shape of one image's input to it, in call order."""
+    """Every Conv2d of ``net`` with the shape of one image's input to it, in call order.
+
+    The probe runs with gradients on: without them distilkit's ConvNet folds its first convolution
+    into the norm (:func:`distilkit.models.convnet.folded_conv_instance_norm`) and the hook would
+    never see that layer, although the layers' own computation, the yardstick's and every step that
+    differentiates run it.
+    """
     found: list[tuple[nn.Conv2d, tuple[int, ...]]] = []
     hooks = [m.register_forward_hook(lambda m, args, out: found.append((m, tuple(args[0].shape[1:]))))
              for m in net.modules() if isinstance(m, nn.Conv2d)]
+    device = next(net.parameters()).device
     try:
-        with torch.no_grad():
-            net(torch.zeros(1, *image_shape, device=next(net.parameters()).device))
+        with torch.enable_grad():
+            net(torch.zeros(1, *image_shape, device=device, requires_grad=True))
     finally:
         for hook in hooks:
             hook.remove()

@@ -58,3 +58,19 @@ def test_bench_influence_runs_on_tiny_settings(tmp_path):
     rows = json.loads(out.read_text())["rows"]
     assert [r["variant"] for r in rows] == ["sequential", "vectorised", "vmap"]
     assert all(r["ms_per_model_step"] > 0 and r["extrapolated_total_s"] > 0 for r in rows)
+
+
+def test_conv_floor_sees_every_convolution_even_where_the_first_block_folds():
+    import torch
+
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        from conv_floor import conv_shapes
+    finally:
+        sys.path.remove(str(EXAMPLES))
+    from distilkit.models.convnet import ConvNet
+
+    net = ConvNet(1, 10, (28, 28), width=8, depth=3)
+    with torch.no_grad():  # the fold is on here; the probe must still find the first convolution
+        shapes = [shape for _, shape in conv_shapes(net, (1, 28, 28))]
+    assert shapes == [(1, 28, 28), (8, 16, 16), (8, 8, 8)]
