@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from distilkit.data.dsa import DSA
 from distilkit.models import ConvNet, UnknownModelError, create_model, parse_convnet_name
@@ -148,29 +149,90 @@ def test_folded_first_block_equals_conv_then_instance_norm(channels, size):
         torch.testing.assert_close(folded_conv_instance_norm(x, conv, norm), expected.float(), atol=1e-5, rtol=1e-4)
 
 
-def test_fold_is_used_only_where_no_gradient_flows():
+def test_fold_mode_follows_what_is_differentiated():
     torch.manual_seed(0)
     net = create_model("convnet-w16", 1, 10, (28, 28))
     x = torch.randn(6, 1, 28, 28)
-    assert not net._folds(x)  # the net's parameters require grad
+    assert net._fold_mode(x) == "parameters"  # training on data, DC's real side: closed-form parameter gradients
+    assert net._fold_mode(x.clone().requires_grad_(True)) is None  # learned images: the layers
     with torch.no_grad():
-        assert net._folds(x)
+        assert net._fold_mode(x) == "values"
         folded, folded_blocks = net.embed(x), net.block_outputs(x)
     net.requires_grad_(False)
-    assert net._folds(x) and not net._folds(x.clone().requires_grad_(True))  # DM's synthetic side: unfolded
-    assert not create_model("convnet-w16-bn", 1, 10, (28, 28)).requires_grad_(False)._folds(x)
-    assert not create_model("convnet-w16-ln", 1, 10, (28, 28)).requires_grad_(False)._folds(x)
+    assert net._fold_mode(x) == "values" and net._fold_mode(x.clone().requires_grad_(True)) is None  # DM's sides
+    assert create_model("convnet-w16-bn", 1, 10, (28, 28)).requires_grad_(False)._fold_mode(x) is None
+    assert create_model("convnet-w16-ln", 1, 10, (28, 28)).requires_grad_(False)._fold_mode(x) is None
     net.requires_grad_(True)
+    with torch.autograd.forward_ad.dual_level():
+        assert net._fold_mode(x) is None  # FoldedFirstBlock has no forward-mode rule
     params = {name: p.detach().expand(2, *p.shape).clone().requires_grad_(True) for name, p in net.named_parameters()}
 
-    def batched_embedding(p: dict) -> torch.Tensor:
-        seen.append(net._folds(x))
-        return torch.func.functional_call(net, p, (x,))
-
-    seen: list[bool] = []
-    grads = torch.autograd.grad(torch.func.vmap(batched_embedding)(params).sum(), list(params.values()))
-    assert seen == [False] and all(g is not None for g in grads)  # vmapped parameters are never folded
-    torch.testing.assert_close(folded, net.embed(x), atol=1e-5, rtol=1e-4)  # unfolded: grad is enabled
+    seen: list[str | None] = []
+    decide = net._fold_mode
+    net._fold_mode = lambda x: seen.append(decide(x)) or seen[-1]  # what the forward decides inside vmap
+    batched = torch.func.vmap(lambda p: torch.func.functional_call(net, p, (x,)))(params)
+    grads = torch.autograd.grad(batched.sum(), list(params.values()))
+    assert seen == [None] and all(g is not None for g in grads)  # vmapped parameters are never folded
+    net._fold_mode = lambda x: None  # the layers themselves
+    torch.testing.assert_close(folded, net.embed(x), atol=1e-5, rtol=1e-4)
     for got, expected in zip(folded_blocks, net.block_outputs(x), strict=True):
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
 
+
+def _layers_and_folded(channels: int, size: tuple[int, int]):
+    """A ConvNet with random norm affines and conv biases, and a copy that never folds."""
+    import copy
+
+    torch.manual_seed(0)
+    net = create_model("convnet-w8", channels, 10, size)
+    with torch.no_grad():
+        net.features[1].weight.uniform_(0.5, 1.5)
+        net.features[1].bias.uniform_(-0.5, 0.5)
+        net.features[0].bias.uniform_(-1, 1)
+    layers = copy.deepcopy(net)
+    layers._fold_mode = lambda x: None
+    return net, layers
+
+
+@pytest.mark.parametrize(("channels", "size"), [(1, (28, 28)), (3, (32, 32)), (3, (20, 24))])
+def test_folded_first_block_parameter_gradients_equal_the_layers(channels, size):
+    """FoldedFirstBlock's closed-form backward gives every parameter the layers' gradient: float64
+    to 1e-12, float32 within rounding; the conv bias, which the norm cancels, gets 0."""
+    net, layers = _layers_and_folded(channels, size)
+    x, y = torch.rand(12, channels, *size), torch.randint(0, 10, (12,))
+    for dtype, tolerance in ((torch.float64, 1e-12), (torch.float32, 1e-5)):
+        net.to(dtype), layers.to(dtype)
+        assert net._fold_mode(x.to(dtype)) == "parameters"
+        got = torch.autograd.grad(F.cross_entropy(net(x.to(dtype)), y), list(net.parameters()))
+        expected = torch.autograd.grad(F.cross_entropy(layers(x.to(dtype)), y), list(layers.parameters()))
+        assert float(got[1].abs().max()) == 0.0 and float(expected[1].abs().max()) < 1e-6  # the first conv's bias
+        names = [name for name, _ in net.named_parameters()]
+        for name, g, e in zip(names, got, expected, strict=True):
+            if name.endswith("bias") and isinstance(net.get_submodule(name.rsplit(".", 1)[0]), torch.nn.Conv2d):
+                continue  # every conv bias is cancelled by the instance norm after it: rounding noise on both sides
+            assert float((g - e).norm() / e.norm()) < tolerance, (dtype, name)
+
+
+def test_folded_first_block_second_derivatives_are_the_layers():
+    """With create_graph (Hessian-vector products, audits) the backward recomputes the layers, so
+    the second derivative is exact too; and an input that needs its gradient gets the layers' one."""
+    net, layers = _layers_and_folded(1, (28, 28))
+    net.double(), layers.double()
+    x, y = torch.rand(6, 1, 28, 28, dtype=torch.float64), torch.randint(0, 10, (6,))
+    vector = [torch.randn_like(p) for p in net.parameters()]
+
+    def hessian_vector(model):
+        params = list(model.parameters())
+        grads = torch.autograd.grad(F.cross_entropy(model(x), y), params, create_graph=True)
+        return torch.autograd.grad(sum((g * v).sum() for g, v in zip(grads, vector, strict=True)), params)
+
+    for got, expected in zip(hessian_vector(net), hessian_vector(layers), strict=True):
+        torch.testing.assert_close(got, expected, atol=1e-10, rtol=1e-8)
+    from distilkit.models.convnet import FoldedFirstBlock
+
+    conv, norm = net.features[0], net.features[1]
+    x_grad = x.clone().requires_grad_(True)
+    out = FoldedFirstBlock.apply(x_grad, conv.weight, conv.bias, norm.weight, norm.bias, conv.padding, norm.eps)
+    weights = torch.randn_like(out)
+    torch.testing.assert_close(torch.autograd.grad((out * weights).sum(), x_grad)[0],
+                               torch.autograd.grad((norm(conv(x_grad)) * weights).sum(), x_grad)[0])

@@ -4,9 +4,9 @@ Per block: Conv3x3 -> norm -> ReLU -> pool. For 28x28 inputs the first convoluti
 the feature maps are 32x32, as in the reference implementation. ``embed`` returns the flattened
 features before the classifier (what distribution matching compares); ``block_outputs`` returns the
 output of every conv block (what multi-layer distribution matching compares). On CPUs a large
-batch runs through the network in cache-sized chunks of images (:data:`CPU_CHUNK_BYTES`), and where
-no gradient flows the first convolution and its instance norm run as one product
-(:func:`folded_conv_instance_norm`).
+batch runs through the network in cache-sized chunks of images (:data:`CPU_CHUNK_BYTES`), and
+unless the images themselves are differentiated the first convolution and its instance norm run as
+one product (:func:`folded_conv_instance_norm`; :class:`FoldedFirstBlock` where the parameters are).
 """
 
 from __future__ import annotations
@@ -88,27 +88,90 @@ def folded_conv_instance_norm(x: torch.Tensor, conv: nn.Conv2d, norm: nn.GroupNo
     product per image with its own scaled weights. The values, and the gradient with respect to the
     input, equal the two layers' within float32 rounding (centred patches: relative error to float64
     4e-7 to 1e-6 for both, also on near-constant and DSA-augmented images; tests/test_models_dsa.py).
-    Used only where nothing is differentiated: the conv bias would get no gradient, and the fold's
-    backward is slower than the layers' (DM's synthetic side, 500 images forward and
-    backward at w128: 1.15 against 1.00 s). Measured on a 2-core AVX2 CPU, the embedding of 2560 images
-    (DM's real side at batch_real 256), median of 5: ConvNet-3 w128 5.32 -> 4.51 s on one thread,
-    2.93 -> 2.68 s on two; w32 0.70 -> 0.63 s on one thread.
+    This plain form is used only where nothing is differentiated (its autograd backward is slower
+    than the layers': DM's synthetic side, 500 images forward and backward at w128, 1.15 against
+    1.00 s); where only the parameters are, :class:`FoldedFirstBlock` gives it a closed-form backward.
+    Measured on a 2-core AVX2 CPU, the embedding of 2560 images (DM's real side at batch_real 256),
+    median of 5: ConvNet-3 w128 5.32 -> 4.51 s on one thread, 2.93 -> 2.68 s on two; w32 0.70 -> 0.63 s
+    on one thread.
     """
-    n = x.shape[0]
-    out_channels, (out_h, out_w) = conv.out_channels, _conv_output_size(x, conv)
-    patches = F.unfold(x, conv.kernel_size, padding=conv.padding)  # [n, k, positions]
+    centred, sigma_w, inv_std, (out_h, out_w) = _fold_statistics(x, conv.weight, conv.padding, norm.eps)
+    weight = conv.weight.reshape(conv.out_channels, -1)
+    scale = norm.weight * inv_std
+    out = torch.baddbmm(norm.bias.view(1, -1, 1), scale.unsqueeze(2) * weight, centred)
+    return out.view(x.shape[0], conv.out_channels, out_h, out_w)
+
+
+def _fold_statistics(x: torch.Tensor, weight: torch.Tensor, padding: tuple[int, int], eps: float):
+    """The fold's per-image pieces: centred patches [n, k, positions], ``Sigma w_c`` [n, out, k],
+    ``1 / sqrt(w_c^T Sigma w_c + eps)`` [n, out] and the output's spatial size."""
+    (kh, kw), out_channels = weight.shape[2:], weight.shape[0]
+    out_size = (x.shape[2] + 2 * padding[0] - kh + 1, x.shape[3] + 2 * padding[1] - kw + 1)
+    patches = F.unfold(x, (kh, kw), padding=padding)
     centred = patches - patches.mean(2, keepdim=True)
     covariance = torch.bmm(centred, centred.transpose(1, 2)).div_(patches.shape[2])  # [n, k, k]
-    weight = conv.weight.reshape(out_channels, -1)
-    variance = ((weight @ covariance) * weight).sum(-1)  # [n, out]: w_c^T Sigma w_c
-    scale = norm.weight * torch.rsqrt(variance + norm.eps)
-    out = torch.baddbmm(norm.bias.view(1, -1, 1), scale.unsqueeze(2) * weight, centred)
-    return out.view(n, out_channels, out_h, out_w)
+    sigma_w = weight.reshape(out_channels, -1) @ covariance  # row c: Sigma w_c (Sigma is symmetric)
+    variance = (sigma_w * weight.reshape(out_channels, -1)).sum(-1)
+    return centred, sigma_w, torch.rsqrt(variance + eps), out_size
 
 
-def _conv_output_size(x: torch.Tensor, conv: nn.Conv2d) -> tuple[int, int]:
-    (kh, kw), (ph, pw) = conv.kernel_size, conv.padding
-    return x.shape[2] + 2 * ph - kh + 1, x.shape[3] + 2 * pw - kw + 1
+class FoldedFirstBlock(torch.autograd.Function):
+    """The folded first convolution and instance norm with a closed-form backward to the parameters.
+
+    Used where the parameters are differentiated but the images are not (DC/DSA's real side, training
+    on data). With ``M_n = G_n (P_n - mu_n)^T`` (one [out, k] product per image of the output gradient
+    and the centred patches), ``s = gamma / sqrt(w^T Sigma w + eps)`` and ``dL/ds_nc = M_nc . w_c``:
+
+        dL/dw_c     = sum_n s_nc M_nc - dL/ds_nc gamma_c (w_c^T Sigma_n w_c + eps)^(-3/2) Sigma_n w_c
+        dL/dgamma_c = sum_n dL/ds_nc / sqrt(w_c^T Sigma_n w_c + eps),   dL/dbeta_c = sum G_c,
+
+    and 0 for the conv bias, which the norm cancels (the layers give it float rounding). That reads the
+    output gradient once instead of the norm's backward writing the conv's output gradient and the
+    conv's weight backward reading it again. Where a graph of the backward is asked for
+    (``create_graph``: Hessian-vector products), or the images' gradient after all, the backward
+    recomputes the two layers and differentiates them instead, so higher derivatives are exact.
+    Measured by examples/bench_gradient_matching.py (see README).
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, gamma, beta, padding, eps):  # noqa: D102 (see the class)
+        centred, sigma_w, inv_std, (out_h, out_w) = _fold_statistics(x, weight, padding, eps)
+        n, out_channels = x.shape[0], weight.shape[0]
+        out = x.new_empty(n, out_channels, out_h, out_w)  # not a view: the ReLU after it works in place
+        scaled = (gamma * inv_std).unsqueeze(2) * weight.reshape(out_channels, -1)
+        torch.baddbmm(beta.view(1, -1, 1), scaled, centred, out=out.view(n, out_channels, -1))
+        ctx.save_for_backward(x, weight, bias, gamma, beta, centred, sigma_w, inv_std)
+        ctx.padding, ctx.eps = padding, eps
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):  # noqa: D102 (see the class)
+        x, weight, bias, gamma, beta, centred, sigma_w, inv_std = ctx.saved_tensors
+        if torch.is_grad_enabled() or ctx.needs_input_grad[0]:
+            return _recomputed_first_block_grads(ctx, grad_out, x, weight, bias, gamma, beta)
+        n, out_channels = grad_out.shape[:2]
+        grad = grad_out.reshape(n, out_channels, -1)
+        flat_weight = weight.reshape(out_channels, -1)
+        m = torch.bmm(grad, centred.transpose(1, 2))  # [n, out, k]
+        d_scale = (m * flat_weight).sum(-1)  # [n, out]
+        d_weight = ((gamma * inv_std).unsqueeze(2) * m).sum(0)
+        d_weight -= ((d_scale * gamma * inv_std.pow(3)).unsqueeze(2) * sigma_w).sum(0)
+        d_bias = torch.zeros_like(bias) if bias is not None and ctx.needs_input_grad[2] else None
+        return (None, d_weight.view_as(weight), d_bias, (d_scale * inv_std).sum(0), grad.sum((0, 2)), None, None)
+
+
+def _recomputed_first_block_grads(ctx, grad_out, x, weight, bias, gamma, beta):
+    """:class:`FoldedFirstBlock`'s backward through the two layers themselves (differentiable)."""
+    with torch.enable_grad():
+        out = F.group_norm(F.conv2d(x, weight, bias, padding=ctx.padding), weight.shape[0], gamma, beta, ctx.eps)
+    wanted = [t for t, need in zip((x, weight, bias, gamma, beta), ctx.needs_input_grad[:5], strict=True) if need]
+    grads = iter(torch.autograd.grad(out, wanted, grad_out, create_graph=torch.is_grad_enabled()))
+    return (*(next(grads) if need else None for need in ctx.needs_input_grad[:5]), None, None)
+
+
+def _forward_ad_active() -> bool:
+    """Whether a ``torch.autograd.forward_ad`` level is open (FoldedFirstBlock has no forward-mode rule)."""
+    return getattr(torch.autograd.forward_ad, "_current_level", -1) >= 0
 
 
 class ConvNet(nn.Module):
@@ -166,31 +229,49 @@ class ConvNet(nn.Module):
         return self._block_outputs(x)
 
     def _features(self, x: torch.Tensor) -> torch.Tensor:
-        if self._folds(x):
-            return self.features[2:](folded_conv_instance_norm(x, self.features[0], self.features[1]))
-        return self.features(x)
+        first = self._folded_first_block(x)
+        return self.features(x) if first is None else self.features[2:](first)
 
     def _block_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
         outputs = []
         modules = list(self.features)
         first = 0
-        if self._folds(x):
-            x, first = folded_conv_instance_norm(x, modules[0], modules[1]), 2
+        folded = self._folded_first_block(x)
+        if folded is not None:
+            x, first = folded, 2
         for i in range(first, len(modules)):
             x = modules[i](x)
             if i + 1 == len(modules) or isinstance(modules[i + 1], nn.Conv2d):
                 outputs.append(x)
         return outputs
 
-    def _folds(self, x: torch.Tensor) -> bool:
-        """Whether the first conv and its instance norm run folded: on a CPU, where no gradient flows
-        through them (see :func:`folded_conv_instance_norm`)."""
+    def _folded_first_block(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The first conv and its instance norm run folded (on a CPU), or None to run the layers.
+
+        Where nothing is differentiated: :func:`folded_conv_instance_norm`. Where the parameters are
+        but the images are not: :class:`FoldedFirstBlock`. Where the images are (learned synthetic
+        images), inside ``vmap``/``grad`` transforms, or under forward-mode AD: the layers.
+        """
+        mode = self._fold_mode(x)
+        conv, norm = self.features[0], self.features[1]
+        if mode == "values":
+            return folded_conv_instance_norm(x, conv, norm)
+        if mode == "parameters":
+            return FoldedFirstBlock.apply(x, conv.weight, conv.bias, norm.weight, norm.bias, conv.padding, norm.eps)
+        return None
+
+    def _fold_mode(self, x: torch.Tensor) -> str | None:
+        """``"values"``, ``"parameters"`` or None (see :meth:`_folded_first_block`)."""
         if x.device.type != "cpu" or not self._instance_norm:
-            return False
+            return None
         tensors = [x, *self.features[:2].parameters()]
         if any(torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors):
-            return False  # inside vmap/grad: a wrapped tensor's requires_grad does not say whether it is differentiated
-        return not torch.is_grad_enabled() or not any(t.requires_grad for t in tensors)
+            return None  # inside vmap/grad: a wrapped tensor's requires_grad does not say whether it is differentiated
+        if not torch.is_grad_enabled() or not any(t.requires_grad for t in tensors):
+            return "values"
+        if x.requires_grad or _forward_ad_active():
+            return None
+        return "parameters"
 
     def _cpu_chunk(self, x: torch.Tensor) -> int | None:
         """Images per chunk for ``x`` on a CPU, or None to run the batch whole (GPU, BatchNorm, small)."""
