@@ -6,7 +6,7 @@ the run / iterations, setup included) and the peak resident memory of the proces
 ``--before-after`` each method also runs *before* distilkit's two CPU-wide fixes, as measured by
 profiling every method's iteration on a 2-core CPU: the allocator left at glibc's defaults
 (``DISTILKIT_TUNE_MALLOC=0``; every large activation buffer a fresh ``mmap`` that page-faults) and
-2x2 average pooling by PyTorch's NCHW ``avg_pool2d`` kernel instead of distilkit's pooling GEMM
+2x2 average pooling by PyTorch's NCHW ``avg_pool2d`` kernel instead of distilkit's pooling (strided sums, GEMM backward)
 (:class:`distilkit.models.convnet.AvgPool2x2`); the table gives both and the speed-up. (``mtt`` is
 left out: its first run trains experts; examples/bench_mtt.py measures it.) Part 2 runs one
 BPTT outer step (unroll ``T`` inner steps, backpropagate the real loss) for several ``T``, without
@@ -103,7 +103,7 @@ def main() -> None:
     parser.add_argument("--ipc", type=int, default=10)
     parser.add_argument("--methods", default="dm,dc,dsa,cafe,krr-frepo,krr-kip,bptt")
     parser.add_argument("--before-after", action="store_true", dest="before_after",
-                        help="also run each method without distilkit's CPU fixes (allocator, pooling GEMM)")
+                        help="also run each method without distilkit's CPU fixes (allocator, pooling)")
     parser.add_argument("--iterations", type=int, default=5)
     parser.add_argument("--overrides", default="{}", help="JSON method options applied to every method")
     parser.add_argument("--steps", default="5,10,20,40", help="BPTT unroll lengths T for part 2 ('' skips it)")

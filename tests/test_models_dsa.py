@@ -84,6 +84,25 @@ def test_gemm_average_pooling_equals_avg_pool2d(shape):
     torch.testing.assert_close(grad_got, grad_expected, atol=1e-6, rtol=1e-6)
 
 
+def test_average_pooling_paths_agree_and_differentiate_twice():
+    """The CPU pooling's three paths (sums without autograd, sums with the matrix backward, the matrix
+    product for odd sizes and transforms) give avg_pool2d's values; the backward is differentiable
+    again (DC's synthetic side takes gradients of gradients)."""
+    import torch.nn.functional as F
+
+    from distilkit.models.convnet import AvgPool2x2
+
+    pool = AvgPool2x2()
+    x = torch.randn(2, 3, 6, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1), requires_grad=True)
+    with torch.no_grad():
+        torch.testing.assert_close(pool(x), F.avg_pool2d(x, 2))
+    assert torch.autograd.gradcheck(pool, (x,))
+    assert torch.autograd.gradgradcheck(pool, (x,))
+    per_sample = torch.func.vmap(torch.func.grad(lambda y: pool(y.unsqueeze(0)).square().sum()))(x)
+    expected = torch.autograd.grad(F.avg_pool2d(x, 2).square().sum(), x)[0]
+    torch.testing.assert_close(per_sample, expected)
+
+
 @pytest.mark.parametrize("name", ["convnet-w16", "convnet-w16-gn-mp", "convnet-w16-ln", "convnet-w16-d2-np"])
 def test_cpu_chunks_give_the_whole_batch_result(name, monkeypatch):
     """A large CPU batch runs in cache-sized chunks; outputs, block outputs and gradients must be
