@@ -128,7 +128,8 @@ def folded_conv_instance_norm(x: torch.Tensor, conv: nn.Conv2d, norm: nn.GroupNo
     and Sigma are the mean and covariance of the image's patches (9 x in_channels values each). The
     output is ``gamma_c / sqrt(w_c^T Sigma w_c + eps) * w_c . (patch - mu) + beta_c``: the conv bias
     cancels, and the conv's output and the norm's two passes over it are replaced by one batched
-    product per image with its own scaled weights. The values, and the gradient with respect to the
+    product per image with its own scaled weights (``beta`` rides in it as one more column against a
+    row of ones under the patches, so the output is written once). The values, and the gradient with respect to the
     input, equal the two layers' within float32 rounding (centred patches: relative error to float64
     4e-7 to 1e-6 for both, also on near-constant and DSA-augmented images; tests/test_models_dsa.py).
     This plain form is used only where nothing is differentiated (its autograd backward is slower
@@ -138,16 +139,15 @@ def folded_conv_instance_norm(x: torch.Tensor, conv: nn.Conv2d, norm: nn.GroupNo
     median of 5: ConvNet-3 w128 5.32 -> 4.51 s on one thread, 2.93 -> 2.68 s on two; w32 0.70 -> 0.63 s
     on one thread.
     """
-    centred, sigma_w, inv_std, (out_h, out_w) = _fold_statistics(x, conv.weight, conv.padding, norm.eps)
-    weight = conv.weight.reshape(conv.out_channels, -1)
-    scale = norm.weight * inv_std
-    out = torch.baddbmm(norm.bias.view(1, -1, 1), scale.unsqueeze(2) * weight, centred)
+    augmented, sigma_w, inv_std, (out_h, out_w) = _fold_statistics(x, conv.weight, conv.padding, norm.eps)
+    out = torch.bmm(_fold_weights(conv.weight, norm.weight, norm.bias, inv_std), augmented)
     return out.view(x.shape[0], conv.out_channels, out_h, out_w)
 
 
 def _fold_statistics(x: torch.Tensor, weight: torch.Tensor, padding: tuple[int, int], eps: float):
-    """The fold's per-image pieces: centred patches [n, k, positions], ``Sigma w_c`` [n, out, k],
-    ``1 / sqrt(w_c^T Sigma w_c + eps)`` [n, out] and the output's spatial size."""
+    """The fold's per-image pieces: the centred patches with a row of ones under them [n, k + 1,
+    positions], ``Sigma w_c`` [n, out, k], ``1 / sqrt(w_c^T Sigma w_c + eps)`` [n, out] and the
+    output's spatial size."""
     (kh, kw), out_channels = weight.shape[2:], weight.shape[0]
     out_size = (x.shape[2] + 2 * padding[0] - kh + 1, x.shape[3] + 2 * padding[1] - kw + 1)
     patches = F.unfold(x, (kh, kw), padding=padding)
@@ -155,7 +155,15 @@ def _fold_statistics(x: torch.Tensor, weight: torch.Tensor, padding: tuple[int, 
     covariance = torch.bmm(centred, centred.transpose(1, 2)).div_(patches.shape[2])  # [n, k, k]
     sigma_w = weight.reshape(out_channels, -1) @ covariance  # row c: Sigma w_c (Sigma is symmetric)
     variance = (sigma_w * weight.reshape(out_channels, -1)).sum(-1)
-    return centred, sigma_w, torch.rsqrt(variance + eps), out_size
+    augmented = F.pad(centred, (0, 0, 0, 1), value=1.0)
+    return augmented, sigma_w, torch.rsqrt(variance + eps), out_size
+
+
+def _fold_weights(weight: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, inv_std: torch.Tensor) -> torch.Tensor:
+    """Each image's [out, k + 1] weights of the fold: ``gamma_c / sqrt(var_nc + eps) * w_c`` and ``beta_c``."""
+    n, out_channels = inv_std.shape
+    scaled = (gamma * inv_std).unsqueeze(2) * weight.reshape(out_channels, -1)
+    return torch.cat([scaled, beta.view(1, -1, 1).expand(n, -1, 1)], 2)
 
 
 class FoldedFirstBlock(torch.autograd.Function):
@@ -163,7 +171,8 @@ class FoldedFirstBlock(torch.autograd.Function):
 
     Used where the parameters are differentiated but the images are not (DC/DSA's real side, training
     on data). With ``M_n = G_n (P_n - mu_n)^T`` (one [out, k] product per image of the output gradient
-    and the centred patches), ``s = gamma / sqrt(w^T Sigma w + eps)`` and ``dL/ds_nc = M_nc . w_c``:
+    and the centred patches; the row of ones under them gives ``sum G_n`` in the same product),
+    ``s = gamma / sqrt(w^T Sigma w + eps)`` and ``dL/ds_nc = M_nc . w_c``:
 
         dL/dw_c     = sum_n s_nc M_nc - dL/ds_nc gamma_c (w_c^T Sigma_n w_c + eps)^(-3/2) Sigma_n w_c
         dL/dgamma_c = sum_n dL/ds_nc / sqrt(w_c^T Sigma_n w_c + eps),   dL/dbeta_c = sum G_c,
@@ -178,29 +187,30 @@ class FoldedFirstBlock(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, gamma, beta, padding, eps):  # noqa: D102 (see the class)
-        centred, sigma_w, inv_std, (out_h, out_w) = _fold_statistics(x, weight, padding, eps)
+        augmented, sigma_w, inv_std, (out_h, out_w) = _fold_statistics(x, weight, padding, eps)
         n, out_channels = x.shape[0], weight.shape[0]
         out = x.new_empty(n, out_channels, out_h, out_w)  # not a view: the ReLU after it works in place
-        scaled = (gamma * inv_std).unsqueeze(2) * weight.reshape(out_channels, -1)
-        torch.baddbmm(beta.view(1, -1, 1), scaled, centred, out=out.view(n, out_channels, -1))
-        ctx.save_for_backward(x, weight, bias, gamma, beta, centred, sigma_w, inv_std)
+        torch.bmm(_fold_weights(weight, gamma, beta, inv_std), augmented, out=out.view(n, out_channels, -1))
+        ctx.save_for_backward(x, weight, bias, gamma, beta, augmented, sigma_w, inv_std)
         ctx.padding, ctx.eps = padding, eps
         return out
 
     @staticmethod
     def backward(ctx, grad_out):  # noqa: D102 (see the class)
-        x, weight, bias, gamma, beta, centred, sigma_w, inv_std = ctx.saved_tensors
+        x, weight, bias, gamma, beta, augmented, sigma_w, inv_std = ctx.saved_tensors
         if torch.is_grad_enabled() or ctx.needs_input_grad[0]:
             return _recomputed_first_block_grads(ctx, grad_out, x, weight, bias, gamma, beta)
         n, out_channels = grad_out.shape[:2]
         grad = grad_out.reshape(n, out_channels, -1)
         flat_weight = weight.reshape(out_channels, -1)
-        m = torch.bmm(grad, centred.transpose(1, 2))  # [n, out, k]
+        m_augmented = torch.bmm(grad, augmented.transpose(1, 2))  # [n, out, k + 1]: M_n, then sum G_n
+        m = m_augmented[..., :-1]
         d_scale = (m * flat_weight).sum(-1)  # [n, out]
         d_weight = ((gamma * inv_std).unsqueeze(2) * m).sum(0)
         d_weight -= ((d_scale * gamma * inv_std.pow(3)).unsqueeze(2) * sigma_w).sum(0)
         d_bias = torch.zeros_like(bias) if bias is not None and ctx.needs_input_grad[2] else None
-        return (None, d_weight.view_as(weight), d_bias, (d_scale * inv_std).sum(0), grad.sum((0, 2)), None, None)
+        return (None, d_weight.view_as(weight), d_bias, (d_scale * inv_std).sum(0), m_augmented[..., -1].sum(0),
+                None, None)
 
 
 def _recomputed_first_block_grads(ctx, grad_out, x, weight, bias, gamma, beta):
