@@ -101,6 +101,8 @@ def test_average_pooling_paths_agree_and_differentiate_twice():
     per_sample = torch.func.vmap(torch.func.grad(lambda y: pool(y.unsqueeze(0)).square().sum()))(x)
     expected = torch.autograd.grad(F.avg_pool2d(x, 2).square().sum(), x)[0]
     torch.testing.assert_close(per_sample, expected)
+    strided = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    torch.testing.assert_close(pool(strided), F.avg_pool2d(strided, 2))
 
 
 @pytest.mark.parametrize("name", ["convnet-w16", "convnet-w16-gn-mp", "convnet-w16-ln", "convnet-w16-d2-np"])

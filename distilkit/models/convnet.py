@@ -83,7 +83,7 @@ def _pool_by_sums(x: torch.Tensor) -> torch.Tensor:
     """2x2 average pooling of an even-sized NCHW ``x``: the two rows of each window added, then the
     two columns, as strided slices (two vectorised passes that read the input once)."""
     n, c, height, width = x.shape
-    rows = x.view(n, c, height // 2, 2, width)
+    rows = x.reshape(n, c, height // 2, 2, width)  # a view unless x is not contiguous
     pairs = torch.add(rows[:, :, :, 0], rows[:, :, :, 1]).view(n, c, height // 2, width // 2, 2)
     return torch.add(pairs[..., 0], pairs[..., 1]).mul_(0.25)
 
