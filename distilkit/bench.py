@@ -26,6 +26,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from distilkit.errors import DistilkitError
+from distilkit.outputs import check_output_folder
 
 # REFERENCE.md §4: published test accuracy (%) on Fashion-MNIST, ConvNet-3, IPC 1 / 10 / 50, with the
 # reference's provenance tag ([code] read in the method's repo, [paper] its own table, [R] recalled).
@@ -141,6 +142,7 @@ def run_bench(grid: BenchGrid, out: Path, launcher: list[str] | None = None) -> 
     for method in grid.methods:
         get_method(method)  # unknown names fail before any work
     launcher = launcher or [sys.executable, "-m", "distilkit"]
+    check_output_folder(out, "--out")
     out.mkdir(parents=True, exist_ok=True)
     results = load_results(out, grid)
     cells = [(m, i, s) for m in grid.methods for i in grid.ipcs for s in grid.seeds]

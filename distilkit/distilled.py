@@ -106,10 +106,13 @@ class DistilledSet:
     def save(self, folder: str | Path, overwrite: bool = False, card_ref: str | None = None) -> Path:
         """Write the Hub-layout folder atomically (temp sibling + rename)."""
         from distilkit.hub.card import render_card
+        from distilkit.outputs import check_replaceable
         from distilkit.plots import save_preview
 
         folder = Path(folder)
-        if folder.exists() and any(folder.iterdir()) and not overwrite:
+        if overwrite:
+            check_replaceable(folder)  # only a distilled set is ever replaced
+        elif folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
             raise DistilkitError(f"output folder {folder} exists and is not empty; pass --overwrite or choose --out")
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))

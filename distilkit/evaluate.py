@@ -84,12 +84,19 @@ def merge_results(existing: list[dict], new: list[dict]) -> list[dict]:
 
 def evaluate_folder(folder: str | Path, **kwargs) -> list[dict]:
     """Evaluate the set in ``folder`` and write the results into its card."""
-    from distilkit.hub.card import update_card_evaluation
+    from distilkit.hub.card import read_card, update_card_evaluation
+    from distilkit.outputs import FolderLock, check_output_folder, lock_path, lock_timeout
 
     accelerator = kwargs.pop("accelerator", None) or make_accelerator()
     dset = DistilledSet.load(folder)
+    if accelerator.is_main_process:  # the card is rewritten at the end: refuse a read-only set before training
+        check_output_folder(folder, "SET")
+        check_output_folder(lock_path(folder).parent, "the folder holding SET")
+    wait = lock_timeout()
     results = evaluate_set(dset, accelerator=accelerator, **kwargs)
     if accelerator.is_main_process:
-        update_card_evaluation(Path(folder), merge_results(dset.evaluation, results))
+        with FolderLock(folder, "evaluate", wait=wait):  # merge with the card as it is now (an audit may have run)
+            recorded = (read_card(Path(folder)).data.get("distilkit") or {}).get("evaluation") or []
+            update_card_evaluation(Path(folder), merge_results(list(recorded), results))
     accelerator.wait_for_everyone()
     return results

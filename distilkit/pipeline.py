@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -16,6 +17,7 @@ from distilkit.data.sources import load_real
 from distilkit.distilled import DistilledSet
 from distilkit.errors import DistilkitError
 from distilkit.methods import RunContext, get_method
+from distilkit.outputs import FolderLock, check_output_folder, check_replaceable
 from distilkit.runtime import describe_hardware, distilkit_version, make_accelerator
 
 
@@ -36,8 +38,27 @@ def distill(cfg: DistillConfig, accelerator=None, resume: bool = False, overwrit
     spec = get_method(cfg.method)
     method_cfg = spec.resolve(cfg.preset, cfg.ipc, cfg.method_args)
     out = Path(cfg.out) if cfg.out else default_out(cfg)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+    if overwrite:
+        check_replaceable(out, protected=_local_inputs(cfg, method_cfg))
+    elif out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise DistilkitError(f"output folder {out} exists and is not empty; pass --overwrite or choose --out")
+    check_output_folder(out, "--out")
+    # One run per output folder: the lock is held until the set is saved (another run fails at once).
+    with FolderLock(out, "distill") if accelerator.is_main_process else contextlib.nullcontext():
+        return _distill(cfg, spec, method_cfg, out, accelerator, resume, overwrite)
+
+
+def _local_inputs(cfg: DistillConfig, method_cfg: dict) -> list[str]:
+    """Local paths the run reads (the source, an experts folder): --overwrite never replaces them."""
+    paths = [cfg.source.source]
+    experts = method_cfg.get("experts")
+    if isinstance(experts, str) and not experts.startswith("hf://"):
+        paths.append(experts)
+    return [p for p in paths if p and Path(p).expanduser().exists()]
+
+
+def _distill(cfg: DistillConfig, spec, method_cfg: dict, out: Path, accelerator, resume: bool,
+             overwrite: bool) -> Path:
     with accelerator.main_process_first():
         real = load_real(cfg.source, cfg.pixel_space, cfg.seed, cfg.zca_eps)
     smallest = int(real.class_counts.min())
@@ -69,7 +90,12 @@ def distill(cfg: DistillConfig, accelerator=None, resume: bool = False, overwrit
         history=output.history,
     )
     if accelerator.is_main_process:
-        dset.save(out, overwrite=overwrite)
+        try:
+            dset.save(out, overwrite=overwrite)
+        except OSError as err:
+            kept = (f"; the run's checkpoint is kept in {ckpt_dir}: fix that and rerun with --resume"
+                    if (ckpt_dir / "state.json").is_file() else "")
+            raise DistilkitError(f"could not write {out}: {err.strerror or err}{kept}") from None
         shutil.rmtree(ckpt_dir, ignore_errors=True)
     accelerator.wait_for_everyone()
     return out

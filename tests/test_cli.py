@@ -108,6 +108,10 @@ def test_non_empty_output_needs_overwrite(runner, tmp_path):
     assert result.exit_code == 2 and "--overwrite" in result.stderr
     assert (tmp_path / "o" / "keep.txt").read_text() == "mine"
     result = runner.invoke(cli, ["distill", *SMOKE, "--method", "random", "--out", "o", "--overwrite"])
+    assert result.exit_code == 2 and "not one" in result.stderr  # --overwrite replaces only a distilled set
+    assert (tmp_path / "o" / "keep.txt").read_text() == "mine"
+    (tmp_path / "o" / "README.md").write_text("---\ndistilkit:\n  method: random\n---\n")
+    result = runner.invoke(cli, ["distill", *SMOKE, "--method", "random", "--out", "o", "--overwrite"])
     assert result.exit_code == 0 and not (tmp_path / "o" / "keep.txt").exists()
 
 

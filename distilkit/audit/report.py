@@ -19,6 +19,7 @@ from distilkit.distilled import DistilledSet
 from distilkit.errors import DistilkitError
 from distilkit.evaluate import source_config_of
 from distilkit.hub.card import read_card, replace_section, write_text_atomic
+from distilkit.outputs import FolderLock, check_output_folder, lock_path, lock_timeout
 from distilkit.runtime import distilkit_version, make_accelerator
 
 REPORT_FILE = "audit/report.json"
@@ -74,7 +75,11 @@ def run_audits(folder: str | Path, only: list[str] | None = None, preset: str = 
     specs = [get_audit(n) for n in names]
     configs = {spec.name: spec.resolve(preset, (overrides or {}).get(spec.name)) for spec in specs}
     dset = DistilledSet.load(folder)
-    report = load_report(folder)
+    load_report(folder)  # a corrupt report fails before any work; it is read again, under the lock, to merge
+    if accelerator.is_main_process:
+        check_output_folder(folder / "audit", "SET")
+        check_output_folder(lock_path(folder).parent, "the folder holding SET")
+    wait = lock_timeout()
     with accelerator.main_process_first():
         real = load_real(source_config_of(dset, source), pixel_space="raw",
                          seed=int((dset.provenance or {}).get("seed", 0)))
@@ -84,6 +89,7 @@ def run_audits(folder: str | Path, only: list[str] | None = None, preset: str = 
     cache = cache or RealModelCache()
     ctx = AuditContext(accelerator=accelerator, seed=seed, preset=preset, out_dir=folder / "audit", models=cache)
     today = dt.date.today().isoformat()
+    entries: dict[str, dict] = {}
     # Distributed audits run first, on every process, in the same order (so no process waits in a collective
     # while the main one runs other audits); the rest run on the main process alone.
     for spec in sorted(specs, key=lambda spec: not spec.distributed):
@@ -91,23 +97,34 @@ def run_audits(folder: str | Path, only: list[str] | None = None, preset: str = 
             continue
         result = spec.fn(dset, real, configs[spec.name], ctx)
         if accelerator.is_main_process:
-            report.setdefault("audits", {})[spec.name] = {
+            entries[spec.name] = {
                 "question": spec.question, "preset": preset, "seed": seed, "config": configs[spec.name],
                 "summary": result.summary, "verdict": result.verdict, "tables": [t.to_dict() for t in result.tables],
                 "figures": result.figures, "artifacts": result.artifacts, "date": today}
+    report: dict = {}
     if accelerator.is_main_process:
-        report.update({"distilkit_version": distilkit_version(),
-                       "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                       "set": str(folder), "source": real.info.get("id"),
-                       "model_cache": {"hits": cache.hits, "misses": cache.misses}})
-        report = {k: report[k] for k in ("distilkit_version", "created", "set", "source", "model_cache", "audits")}
-        write_text_atomic(folder / REPORT_FILE, json.dumps(report, indent=2, default=str))
-        card = read_card(folder)
-        meta = card.data.get("distilkit")
-        meta["audits"] = {name: {"question": a["question"], "preset": a["preset"], "date": a["date"],
-                                 "summary": a["summary"]} for name, a in report["audits"].items()}
-        card.data["distilkit"] = meta
-        card.text = replace_section(card.text, "audit", audit_markdown(report))
-        write_text_atomic(folder / "README.md", str(card))
+        # Another audit of this set may have finished while these ran: merge into what is on disk now.
+        with FolderLock(folder, "audit", wait=wait):
+            report = _merge_and_write(folder, entries, real.info.get("id"), cache)
     accelerator.wait_for_everyone()
+    return report if accelerator.is_main_process else load_report(folder)
+
+
+def _merge_and_write(folder: Path, entries: dict[str, dict], source_id, cache: RealModelCache) -> dict:
+    """Merge ``entries`` into the set's report and card as they are on disk now; returns the report."""
+    report = load_report(folder)
+    report.setdefault("audits", {}).update(entries)
+    report.update({"distilkit_version": distilkit_version(),
+                   "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                   "set": str(folder), "source": source_id,
+                   "model_cache": {"hits": cache.hits, "misses": cache.misses}})
+    report = {k: report[k] for k in ("distilkit_version", "created", "set", "source", "model_cache", "audits")}
+    write_text_atomic(folder / REPORT_FILE, json.dumps(report, indent=2, default=str))
+    card = read_card(folder)
+    meta = card.data.get("distilkit")
+    meta["audits"] = {name: {"question": a["question"], "preset": a["preset"], "date": a["date"],
+                             "summary": a["summary"]} for name, a in report["audits"].items()}
+    card.data["distilkit"] = meta
+    card.text = replace_section(card.text, "audit", audit_markdown(report))
+    write_text_atomic(folder / "README.md", str(card))
     return report

@@ -37,10 +37,16 @@ def experts_command(source, subset, split, pixel_space, preset, model, num_exper
     from distilkit.data.sources import SourceConfig, load_real
     from distilkit.errors import DistilkitError
     from distilkit.experts import ensure_experts, expert_preset, push_experts
+    from distilkit.outputs import check_output_folder
     from distilkit.runtime import make_accelerator
 
     cfg = expert_preset(preset, model=model, num_experts=num_experts, epochs=epochs, seed=seed)
     cfg.check()
+    dest = Path(out) if out else None
+    if dest is not None:  # before any training: a bad --out must cost nothing
+        if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+            raise DistilkitError(f"--out {dest} exists and is not " + ("a folder" if not dest.is_dir() else "empty"))
+        check_output_folder(dest, "--out")
     accelerator = make_accelerator()
     with accelerator.main_process_first():
         real = load_real(SourceConfig(source=source, subset=subset, split=split), pixel_space, seed)
@@ -50,16 +56,22 @@ def experts_command(source, subset, split, pixel_space, preset, model, num_exper
     mean_acc = sum(e["test_accuracy"] for e in experts.index["experts"]) / experts.num_experts
     click.echo(f"experts {experts.index['key']}: {experts.num_experts} x {experts.model}, {experts.epochs} epochs, "
                f"mean test accuracy {mean_acc:.3f} ({experts.folder})")
-    if out:
-        dest = Path(out)
+    if dest is not None:
         if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
-            raise DistilkitError(f"--out {dest} exists and is not empty")
+            raise DistilkitError(f"--out {dest} exists and is not empty (it was filled while the experts trained); "
+                                 f"they are kept in {experts.folder}")
         tmp = dest.with_name(f".{dest.name}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(experts.folder, tmp)
-        if dest.exists():
-            dest.rmdir()
-        tmp.rename(dest)
+        try:
+            shutil.rmtree(tmp, ignore_errors=True)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copytree(experts.folder, tmp)
+            if dest.exists():
+                dest.rmdir()
+            tmp.rename(dest)
+        except OSError as err:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise DistilkitError(f"could not copy the experts to {dest} ({err.strerror or err}); they are kept in "
+                                 f"{experts.folder}") from None
         click.echo(f"copied to {dest}")
     if push_repo:
         sha = push_experts(experts.folder, push_repo, token=token, private=private)
