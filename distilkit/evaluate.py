@@ -25,6 +25,9 @@ def source_config_of(dset: DistilledSet, override: str | None = None) -> SourceC
         cfg = dataclasses.replace(cfg, source=override)
     elif not recorded:
         raise DistilkitError("the set's card records no source; pass --source")
+    elif str(cfg.source).startswith("local:"):  # a published card names a local source without its path
+        raise DistilkitError(f"the set was distilled from a local dataset ({cfg.source}) that is not on the Hub; "
+                             "pass --source with its folder")
     return cfg
 
 

@@ -387,3 +387,167 @@ def test_push_needs_a_repo_and_bad_config_names_fail_early(tiny_set):
     one_error_line(run_cli("audit", str(tiny_set), "--push"), "--push needs a Hub repo id")
     one_error_line(run_cli("publish", str(tiny_set), "no-namespace"), "not a repo id")
     one_error_line(run_cli("publish", str(tiny_set), "a/b", "--config-name", "data"), "--config-name")
+
+
+# ------------------------------------------------------------------ output and Hub safety (issue 21)
+def _other_audit_entry() -> dict:
+    return {"question": 2, "preset": "smoke", "seed": 0, "config": {}, "summary": {"score": 0.5},
+            "verdict": "someone else's audit.", "tables": [], "figures": [], "artifacts": [], "date": "2026-01-01"}
+
+
+def test_audit_push_412_merges_the_report_too(fake_hub, tiny_set):
+    """Someone pushes another audit between our download and our commit (HTTP 412): after the retry the
+    repo's audit/report.json, card YAML and card section hold both audits, theirs and ours."""
+    server = fake_hub.server
+    repo_id = publish_tiny(fake_hub, tiny_set, "audit412")
+
+    def someone_else_pushes_an_audit() -> None:
+        card = server.read(repo_id, "README.md").decode()
+        data = yaml.safe_load(card.split("---")[1])
+        data["distilkit"]["audits"] = {"other": {"question": 2, "preset": "smoke", "date": "2026-01-01",
+                                                 "summary": {"score": 0.5}}}
+        body = card.split("---", 2)[2]
+        report = {"distilkit_version": "test", "created": "2026-01-01T00:00:00+00:00", "set": f"hf://datasets/{repo_id}",
+                  "source": "embedded:fashion_mnist", "model_cache": {}, "audits": {"other": _other_audit_entry()}}
+        server.commit(repo_id, {"README.md": f"---\n{yaml.safe_dump(data, sort_keys=False)}---{body}".encode(),
+                                "audit/report.json": json.dumps(report).encode(),
+                                "audit/other.png": b"their figure"})
+
+    server.on_next_commit(repo_id, someone_else_pushes_an_audit)
+    result = run_cli("audit", repo_id, "--push", "--only", "pixels", "--preset", "smoke", "--token", fake_hub.token)
+    assert result.exit_code == 0, result.output
+    report = json.loads(server.read(repo_id, "audit/report.json"))
+    assert set(report["audits"]) == {"other", "pixels"}
+    assert report["set"] == f"hf://datasets/{repo_id}"
+    card = fake_hub.card(repo_id)
+    assert set(yaml.safe_load(card.split("---")[1])["distilkit"]["audits"]) == {"other", "pixels"}
+    assert "#### `other`" in card and "#### `pixels`" in card and "someone else's audit." in card
+    assert server.read(repo_id, "audit/other.png") == b"their figure"
+    assert "audit/pixels_histogram.png" in server.repos[repo_id].resolve("main").files
+
+
+def test_republishing_keeps_the_hub_audit_of_the_same_set_and_drops_a_stale_one(fake_hub, tiny_set, tmp_path):
+    """Decision (README, Share on the Hub): publishing a folder without an audit keeps the repo's audit of
+    that config when the repo holds the same set (same provenance); a different set removes the repo's
+    audit files, summaries and section, so card and files always agree."""
+    from distilkit.distilled import DistilledSet
+
+    server = fake_hub.server
+    repo_id = publish_tiny(fake_hub, tiny_set, "republish")
+    result = run_cli("audit", repo_id, "--push", "--only", "pixels", "--preset", "smoke", "--token", fake_hub.token)
+    assert result.exit_code == 0, result.output
+    assert not (tiny_set / "audit").exists()
+    publish_tiny_to(fake_hub, tiny_set, repo_id)  # the same set again, from a folder without an audit
+    card = fake_hub.card(repo_id)
+    assert "pixels" in yaml.safe_load(card.split("---")[1])["distilkit"]["audits"]
+    assert "#### `pixels`" in card
+    assert {"audit/report.json", "audit/pixels_histogram.png"} <= set(server.repos[repo_id].resolve("main").files)
+
+    other = DistilledSet.load(tiny_set)
+    other.provenance = {**other.provenance, "seed": 1}
+    other.images = other.images + 0.01
+    other.save(tmp_path / "other")
+    result = run_cli("publish", str(tmp_path / "other"), repo_id, "--token", fake_hub.token)
+    assert result.exit_code == 0, result.output
+    assert "removed 2 stale audit files" in result.output
+    card = fake_hub.card(repo_id)
+    assert not yaml.safe_load(card.split("---")[1])["distilkit"].get("audits")
+    assert "#### `pixels`" not in card and "No audits yet" in card
+    assert not [p for p in server.repos[repo_id].resolve("main").files if p.startswith("audit/")]
+
+
+def test_published_files_name_no_local_path_and_revision_is_named(fake_hub, tmp_path):
+    """A set distilled from a local folder, evaluated and audited locally, then published to a branch:
+    no uploaded text file names the machine's paths; the success line and load hint name the branch."""
+    from conftest import write_image_dataset
+
+    from distilkit.cli import distill  # noqa: F401  (registers the command)
+
+    src = write_image_dataset(tmp_path / "my-source", n_per_class=3, size=8)
+    out = tmp_path / "work" / "my-set"
+    for args in (("distill", "--method", "random", "--preset", "smoke", "--ipc", "1", "--source", str(src),
+                  "--out", str(out)),
+                 ("evaluate", str(out), "--runs", "1", "--preset", "smoke"),
+                 ("audit", str(out), "--only", "pixels", "--preset", "smoke")):
+        result = run_cli(*args)
+        assert result.exit_code == 0, result.output
+    assert str(tmp_path) in (out / "README.md").read_text()  # the local card does name them
+    repo_id = fake_hub.new_repo("paths")
+    result = run_cli("publish", str(out), repo_id, "--revision", "dev", "--token", fake_hub.token)
+    assert result.exit_code == 0, result.output
+    assert f"hf://datasets/{repo_id}@dev" in result.output and "revision='dev'" in result.output
+    files = fake_hub.server.repos[repo_id].resolve("dev").files
+    texts = {p: d.decode() for p, d in files.items() if p.endswith((".md", ".yaml", ".json"))}
+    assert {"README.md", "distilkit_recipe.yaml", "audit/report.json"} <= set(texts)
+    for path, text in texts.items():
+        for local in {str(tmp_path), str(tmp_path.resolve()), "pytest-of"}:
+            assert local not in text, (path, local)
+    meta = yaml.safe_load(texts["README.md"].split("---")[1])["distilkit"]
+    assert meta["source"]["id"] == "local:my-source" and meta["config"]["out"] == "local:my-set"
+    assert "local:my-source distilled" in texts["README.md"]
+    # the card no longer says where the source is: commands that need it ask for it in one line
+    one_error_line(run_cli("evaluate", f"hf://datasets/{repo_id}@dev", "--runs", "1", "--preset", "smoke"),
+                   "pass --source")
+
+
+class SilentServer:
+    """A loopback TCP server that accepts connections and never answers (stops by itself)."""
+
+    def __init__(self, lifetime: float = 60.0) -> None:
+        import socket
+        import threading
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(32)
+        self.sock.settimeout(0.1)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.accepted = 0
+        self._held: list = []
+        self._stop = threading.Event()
+        self._deadline = lifetime
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        import time
+
+        end = time.monotonic() + self._deadline
+        while not self._stop.is_set() and time.monotonic() < end:
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            self.accepted += 1
+            self._held.append(conn)
+        for conn in self._held:
+            conn.close()
+        self.sock.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def test_hub_calls_time_out_with_one_line(tiny_set, monkeypatch):
+    """Against a server that accepts and never answers, info and publish stop after the configured
+    timeout (0.5 s here) and one retry of each read, with one line; nothing local changes."""
+    import time
+
+    server = SilentServer()
+    try:
+        _point_clients_at(monkeypatch, server.url)
+        monkeypatch.setenv("DISTILKIT_HUB_TIMEOUT", "0.5")
+        monkeypatch.setenv("DISTILKIT_HUB_RETRIES", "1")
+        before = folder_digest(tiny_set)
+        for args in (("info", "someone/some-set"), ("publish", str(tiny_set), "someone/some-set", "--token", SECRET)):
+            accepted = server.accepted
+            started = time.monotonic()
+            one_error_line(run_cli(*args), "did not answer within 0.5 s", "DISTILKIT_HUB_TIMEOUT")
+            assert time.monotonic() - started < 20
+            assert server.accepted - accepted >= 2  # the read was tried again
+        assert folder_digest(tiny_set) == before
+        monkeypatch.setenv("DISTILKIT_HUB_TIMEOUT", "never")
+        one_error_line(run_cli("info", "someone/some-set"), "DISTILKIT_HUB_TIMEOUT")
+    finally:
+        server.stop()

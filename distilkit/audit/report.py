@@ -43,6 +43,12 @@ def load_report(folder: Path) -> dict:
     return report
 
 
+def card_audit_entries(report: dict) -> dict:
+    """What the card's ``distilkit.audits`` holds per audit: question, preset, date and summary."""
+    return {name: {"question": a["question"], "preset": a["preset"], "date": a["date"], "summary": a["summary"]}
+            for name, a in report.get("audits", {}).items()}
+
+
 def audit_markdown(report: dict) -> str:
     """The card section: per question a plain-language verdict, then each audit's tables and figures."""
     audits = report.get("audits", {})
@@ -122,8 +128,7 @@ def _merge_and_write(folder: Path, entries: dict[str, dict], source_id, cache: R
     write_text_atomic(folder / REPORT_FILE, json.dumps(report, indent=2, default=str))
     card = read_card(folder)
     meta = card.data.get("distilkit")
-    meta["audits"] = {name: {"question": a["question"], "preset": a["preset"], "date": a["date"],
-                             "summary": a["summary"]} for name, a in report["audits"].items()}
+    meta["audits"] = card_audit_entries(report)
     card.data["distilkit"] = meta
     card.text = replace_section(card.text, "audit", audit_markdown(report))
     write_text_atomic(folder / "README.md", str(card))

@@ -30,6 +30,9 @@ def cli() -> None:
       distilkit evaluate distilled/fashion-mnist-dm-ipc10 --runs 5
       distilkit info distilled/fashion-mnist-dm-ipc10
     """
+    from distilkit.hub.repo import configure_hub_http
+
+    configure_hub_http()  # every Hub request gets a timeout (DISTILKIT_HUB_TIMEOUT)
 
 
 def main() -> None:

@@ -47,9 +47,11 @@ def audit_command(set_path, source, only, preset, seed, args, push, token) -> No
                 if names is None or name in names:
                     click.echo(f"[Q{entry['question']}] {name}: {entry['verdict']}")
             if push:
+                from distilkit.audit.report import audit_markdown, card_audit_entries
                 from distilkit.hub.publish import push_audit
 
-                sha = push_audit(opened.folder, opened.hub, opened.commit, token)
+                sha = push_audit(opened.folder, opened.hub, opened.commit, token, ran=names or list(report["audits"]),
+                                 render=lambda merged: (card_audit_entries(merged), audit_markdown(merged)))
                 click.echo(f"pushed the audit to {opened.hub} (commit {sha[:10]})")
             elif opened.is_hub:
                 click.echo(f"report not kept: {opened.hub} is a Hub repo; pass --push to commit it there")

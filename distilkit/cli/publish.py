@@ -14,7 +14,7 @@ from distilkit.cli import cli
               help="Dataset config to publish as (several IPCs or methods can share a repo, e.g. ipc10).")
 @click.option("--private", is_flag=True, help="Create the repo private (ignored if it exists).")
 @click.option("--token", help="Hub token [HF_TOKEN, else the huggingface_hub login].")
-@click.option("--revision", help="Branch to push to [main].")
+@click.option("--revision", help="Branch to push to (created if missing) [main].")
 def publish_command(set_path, repo_id, config_name, private, token, revision) -> None:
     """Push the set folder SET to dataset repo REPO_ID: data, merged card and artifacts."""
     from accelerate import PartialState
@@ -25,7 +25,9 @@ def publish_command(set_path, repo_id, config_name, private, token, revision) ->
         return
     published = publish_set(set_path, repo_id, config_name=config_name, private=private, token=token,
                             revision=revision)
+    removed = f"; removed {len(published.deleted)} stale audit files" if published.deleted else ""
     click.echo(f"published {set_path} to {published.ref} ({len(published.files)} files; commits "
-               f"{published.data_commit[:10]} data, {published.card_commit[:10]} card and artifacts)")
+               f"{published.data_commit[:10]} data, {published.card_commit[:10]} card and artifacts{removed})")
     config = "" if published.config == "default" else f", {published.config!r}"
-    click.echo(f"load it with: load_dataset({repo_id!r}{config}, split='train')")
+    branch = f", revision={revision!r}" if revision else ""
+    click.echo(f"load it with: load_dataset({repo_id!r}{config}, split='train'{branch})")

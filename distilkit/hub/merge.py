@@ -142,16 +142,32 @@ def merge_card(hub_text: str | None, ours: str, config: str, where: str) -> str:
     return join_card(data, body)
 
 
-def merge_audit(hub_text: str, view_text: str, config: str, where: str) -> str:
-    """The Hub card with ``config``'s audit summaries and audit section taken from the view's card."""
+def merge_audit(hub_text: str, audits: dict, section: str, config: str, where: str) -> str:
+    """The Hub card with ``config``'s audit summaries (``distilkit.audits``) and audit section replaced."""
     hub_data, hub_body = split_card(hub_text, where)
-    view_data, view_body = split_card(view_text, "the audited set")
     meta = hub_data.get("distilkit")
     if config not in config_names(meta):
         raise DistilkitError(f"{where} no longer has a distilkit set for config {config!r}")
     entry = config_entry(meta, config)
-    entry["audits"] = (view_data.get("distilkit") or {}).get("audits") or {}
+    entry["audits"] = audits
     hub_data["distilkit"] = set_config_entry(meta, config, entry)
-    section = extract_section(view_body, "audit") or ""
     hub_body = replace_section(hub_body, section_name("audit", config), prefix_links(section, config))
     return join_card(hub_data, hub_body)
+
+
+def carry_audit(new_text: str, old_text: str | None, config: str, where: str) -> str:
+    """``new_text`` with ``config``'s audit summaries and audit section taken from ``old_text`` (both
+    full repo cards; the section's links already point where the repo keeps the files)."""
+    old_data, old_body = split_card(old_text, where)
+    data, body = split_card(new_text, where)
+    old_meta = old_data.get("distilkit")
+    audits = config_entry(old_meta, config).get("audits") if config in config_names(old_meta) else None
+    section = extract_section(old_body, section_name("audit", config))
+    if not audits and section is None:
+        return new_text
+    entry = config_entry(data["distilkit"], config)
+    entry["audits"] = audits or {}
+    data["distilkit"] = set_config_entry(data["distilkit"], config, entry)
+    if section is not None:
+        body = replace_section(body, section_name("audit", config), section)
+    return join_card(data, body)

@@ -15,7 +15,8 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
@@ -25,6 +26,10 @@ from distilkit.errors import DistilkitError
 REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 HF_URI = re.compile(r"hf://datasets/(?P<repo>[^/@]+/[^/@]+)(?:@(?P<rev>[^/]+))?(?:/(?P<config>[^/]+))?/?")
 DEFAULT_CONFIG = "default"
+HUB_TIMEOUT_ENV = "DISTILKIT_HUB_TIMEOUT"
+HUB_RETRIES_ENV = "DISTILKIT_HUB_RETRIES"
+DEFAULT_HUB_TIMEOUT = 60.0
+DEFAULT_HUB_RETRIES = 3
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,70 @@ def resolve_token(token: str | None) -> str | None:
     return get_token()
 
 
+def _env_number(name: str, default: float, kind: type = float, minimum: float = 0.0) -> float:
+    value = os.environ.get(name)
+    if value is None or not value.strip():
+        return default
+    try:
+        number = kind(value)
+    except ValueError:
+        raise DistilkitError(f"{name}={value!r} is not a {'whole ' if kind is int else ''}number") from None
+    if not number >= minimum:
+        raise DistilkitError(f"{name}={value!r} must be at least {minimum:g}")
+    return number
+
+
+def hub_timeout() -> float:
+    """Seconds a Hub request may wait for the server (connect, each read, each write):
+    ``DISTILKIT_HUB_TIMEOUT``, default 60."""
+    return _env_number(HUB_TIMEOUT_ENV, DEFAULT_HUB_TIMEOUT, minimum=0.001)
+
+
+def hub_retries() -> int:
+    """How often a Hub read that timed out or lost its connection is tried again (``DISTILKIT_HUB_RETRIES``,
+    default 3; waits 0.5, 1, 2 ... s in between). Commits are not repeated: their parent_commit guard
+    answers a repeated commit with HTTP 412 and the card merge retries it instead."""
+    return int(_env_number(HUB_RETRIES_ENV, DEFAULT_HUB_RETRIES, kind=int))
+
+
+def configure_hub_http() -> None:
+    """Give every huggingface_hub (and datasets) request a timeout. Process-wide: called by the CLI
+    entry point only. huggingface_hub's client has no timeout and several of its calls pass
+    ``timeout=None`` (wait forever) per request, so a request hook fills each unset timeout in."""
+    import huggingface_hub
+    from huggingface_hub.utils import _http
+
+    seconds = hub_timeout()
+
+    def bound(request) -> None:
+        timeouts = dict(request.extensions.get("timeout") or {})
+        request.extensions["timeout"] = {key: timeouts.get(key) or seconds
+                                         for key in ("connect", "read", "write", "pool")}
+
+    def factory():
+        client = _http.default_client_factory()
+        client.event_hooks = {**client.event_hooks, "request": [*client.event_hooks.get("request", []), bound]}
+        return client
+
+    huggingface_hub.set_client_factory(factory)
+
+
+def with_retries(call: Callable[[], object]):
+    """``call()``, tried again with exponential backoff when the connection times out or drops."""
+    import httpx2
+
+    retries = hub_retries()
+    delay = 0.5
+    for attempt in range(retries + 1):
+        try:
+            return call()
+        except (httpx2.TimeoutException, httpx2.NetworkError, httpx2.RemoteProtocolError):
+            if attempt == retries:
+                raise
+            time.sleep(delay)
+            delay = min(2 * delay, 8.0)
+
+
 def hub_error(err: BaseException, action: str, target: str, token: str | None) -> DistilkitError:
     """One clear line for a failed Hub call; the token never appears in it."""
     import httpx2
@@ -108,7 +177,11 @@ def hub_error(err: BaseException, action: str, target: str, token: str | None) -
     elif isinstance(cause, HfHubHTTPError):
         detail = getattr(cause, "server_message", None) or str(cause).strip().splitlines()[0]
         message = f"cannot {action} {target}: the Hub answered HTTP {status} ({detail})"
-    elif isinstance(cause, (httpx2.TransportError, ConnectionError, TimeoutError)):
+    elif isinstance(cause, (httpx2.TimeoutException, TimeoutError)):
+        message = (f"cannot {action} {target}: the Hub did not answer within {hub_timeout():g} s "
+                   f"({type(cause).__name__}, after {hub_retries() + 1} attempts for reads); check the network, "
+                   f"or raise {HUB_TIMEOUT_ENV}")
+    elif isinstance(cause, (httpx2.TransportError, ConnectionError)):
         message = f"cannot {action} {target}: network failure ({type(cause).__name__}: {_first_line(cause)})"
     else:
         message = f"cannot {action} {target}: {type(cause).__name__}: {_first_line(cause)}"
@@ -158,13 +231,15 @@ def download(ref: HubRef, token: str | None, local_only: bool = False) -> tuple[
         sha = ref_file.read_text().strip()
         return repo_dir / sha, sha
     with hub_call("read", target, token):
-        sha = HfApi(token=token).repo_info(ref.repo_id, repo_type="dataset", revision=ref.revision).sha
+        sha = with_retries(lambda: HfApi(token=token).repo_info(ref.repo_id, repo_type="dataset",
+                                                                revision=ref.revision).sha)
         final = repo_dir / sha
         if not final.is_dir():
             repo_dir.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=f".{sha}.tmp-", dir=repo_dir))
             try:
-                snapshot_download(ref.repo_id, repo_type="dataset", revision=sha, local_dir=tmp, token=token)
+                with_retries(lambda: snapshot_download(ref.repo_id, repo_type="dataset", revision=sha,
+                                                       local_dir=tmp, token=token))
                 shutil.rmtree(tmp / ".cache", ignore_errors=True)
                 try:
                     tmp.rename(final)
