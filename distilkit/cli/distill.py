@@ -25,7 +25,8 @@ from distilkit.cli import cli
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML run config; flags win.")
 @click.option("--arg", "args", multiple=True, metavar="KEY=VALUE", help="Method option, e.g. --arg iterations=200.")
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint of an interrupted run.")
-@click.option("--overwrite", is_flag=True, help="Replace a non-empty output folder.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace the output folder if it is a distilled set (never another folder, a file or the source).")
 def distill_command(config_file, args, resume, overwrite, **flags) -> None:
     """Distill a real dataset into a small synthetic set (a Hub-layout folder with a dataset card)."""
     from distilkit.config import parse_key_values, resolve_distill_config
