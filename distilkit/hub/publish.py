@@ -81,12 +81,13 @@ class LocalPaths:
         config = dset.config or {}
         source_name = source.get("hub_id") or f"local:{_base_name(source.get('id'))}"
         self.exact: dict[str, str] = {}
+        outputs = {config.get("out"), str(folder)}  # always local paths, whether or not they still exist
         for path, name in ((source.get("id"), source_name),
                            ((config.get("source") or {}).get("source"), source_name),
                            (config.get("out"), f"local:{_base_name(config.get('out'))}"),
                            ((config.get("method_args") or {}).get("experts"), None),
                            (str(folder), f"local:{_base_name(str(folder))}")):
-            if isinstance(path, str) and _is_local_path(path):
+            if isinstance(path, str) and path and (path in outputs or _is_local_path(path)):
                 name = name or f"local:{_base_name(path)}"
                 for form in {path, os.path.abspath(os.path.expanduser(path)), str(Path(path).expanduser().resolve())}:
                     self.exact.setdefault(form, name)
