@@ -488,6 +488,14 @@ def test_published_files_name_no_local_path_and_revision_is_named(fake_hub, tmp_
     # the card no longer says where the source is: commands that need it ask for it in one line
     one_error_line(run_cli("evaluate", f"hf://datasets/{repo_id}@dev", "--runs", "1", "--preset", "smoke"),
                    "pass --source")
+    # an audit pushed with the local source keeps its path off the Hub too
+    result = run_cli("audit", f"hf://datasets/{repo_id}@dev", "--push", "--only", "pixels", "--preset", "smoke",
+                     "--source", str(src), "--token", fake_hub.token)
+    assert result.exit_code == 0, result.output
+    files = fake_hub.server.repos[repo_id].resolve("dev").files
+    for path in ("README.md", "audit/report.json"):
+        assert str(tmp_path) not in files[path].decode() and "pytest-of" not in files[path].decode(), path
+    assert json.loads(files["audit/report.json"])["source"] == "local:my-source"
 
 
 class SilentServer:

@@ -256,7 +256,8 @@ def _public_file(local: Path, rel: str, paths: LocalPaths) -> Path | bytes:
 
         return yaml.safe_dump(paths.data(yaml.safe_load(local.read_text()) or {}), sort_keys=False).encode()
     if rel.endswith(".json"):
-        return json.dumps(paths.data(json.loads(local.read_text())), indent=2, default=str).encode()
+        return json.dumps(paths.data(json.loads(local.read_text())), indent=2 if rel.startswith("audit/") else None,
+                          default=str).encode()
     return local
 
 
@@ -310,6 +311,9 @@ def push_audit(view: Path, ref: HubRef, parent: str, token: str | None, ran: lis
         audits = dict(hub_report.get("audits") or {}) if isinstance(hub_report, dict) else {}
         audits.update({name: view_report["audits"][name] for name in ran})
         report = {**view_report, "set": target, "audits": audits}
+        source = report.get("source")
+        if isinstance(source, str) and _is_local_path(source):  # `--source PATH` stays on this machine
+            report["source"] = f"local:{_base_name(source)}"
         if render is not None:
             summaries, section = render(report)
         else:
