@@ -12,6 +12,7 @@ import datetime as dt
 import json
 from pathlib import Path
 
+from distilkit import jsonio
 from distilkit.audit.real_models import RealModelCache
 from distilkit.audit.registry import AuditContext, Table, get_audit, list_audits
 from distilkit.data.sources import load_real
@@ -101,7 +102,7 @@ def run_audits(folder: str | Path, only: list[str] | None = None, preset: str = 
                        "set": str(folder), "source": real.info.get("id"),
                        "model_cache": {"hits": cache.hits, "misses": cache.misses}})
         report = {k: report[k] for k in ("distilkit_version", "created", "set", "source", "model_cache", "audits")}
-        write_text_atomic(folder / REPORT_FILE, json.dumps(report, indent=2, default=str))
+        write_text_atomic(folder / REPORT_FILE, jsonio.dumps(report, indent=2, default=str))
         card = read_card(folder)
         meta = card.data.get("distilkit")
         meta["audits"] = {name: {"question": a["question"], "preset": a["preset"], "date": a["date"],

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from distilkit import jsonio
 from distilkit.distilled import HISTORY_FILE, PREVIEW_FILE, RECIPE_FILE, DistilledSet
 from distilkit.errors import DistilkitError
 from distilkit.hub.merge import DEFAULT_CONFIG, merge_audit, merge_card, repo_prefix, split_card
@@ -154,7 +155,7 @@ def push_audit(view: Path, ref: HubRef, parent: str, token: str | None) -> str:
     if report_file.is_file():  # name the repo, not the temporary view, as the audited set
         report = json.loads(report_file.read_text())
         report["set"] = target
-        report_file.write_text(json.dumps(report, indent=2, default=str))
+        report_file.write_text(jsonio.dumps(report, indent=2, default=str))
     prefix = repo_prefix(config)
     files = {prefix + rel: view / rel for rel in artifact_paths(view) if rel.startswith("audit/")}
     api = HfApi(token=token)
