@@ -94,11 +94,11 @@ class MethodSpec:
         if unknown:
             raise DistilkitError(f"unknown option(s) for method {self.name!r}: {', '.join(unknown)} "
                                  f"(known: {', '.join(sorted(cfg))})")
-        cfg.update(check_options(user_args, self.tables(), f"method {self.name!r}"))
-        model = cfg.get("model")
+        model = user_args.get("model", cfg.get("model"))
         if self.needs_embed and isinstance(model, str) and not model_has_embed(model):
             raise DistilkitError(f"method {self.name!r} needs a model with an embedding (embed()); {model!r} has "
                                  "none: use a convnet model, e.g. --arg model=convnet-w32")
+        cfg.update(check_options(user_args, self.tables(), f"method {self.name!r}"))
         return cfg
 
 
