@@ -72,7 +72,7 @@ class DistilledSet:
         return self.soft_labels if self.soft_labels is not None else self.labels
 
     def card_metadata(self) -> dict:
-        """The machine-readable ``distilkit:`` entry of the card."""
+        """The machine-readable ``distilkit:`` entry of the card (non-finite numbers written as null)."""
         c, h, w = self.images.shape[1:]
         meta = {
             "version": self.provenance.get("distilkit_version"),
@@ -91,7 +91,7 @@ class DistilledSet:
             "evaluation": self.evaluation,
         }
         meta.update(self.card_extra)
-        return meta
+        return jsonio.finite(meta)  # the Hub reads the card's YAML as JSON: an undefined number is null
 
     # ----------------------------------------------------------------------------------- I/O
     def to_dataset(self):

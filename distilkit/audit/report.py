@@ -105,8 +105,8 @@ def run_audits(folder: str | Path, only: list[str] | None = None, preset: str = 
         write_text_atomic(folder / REPORT_FILE, jsonio.dumps(report, indent=2, default=str))
         card = read_card(folder)
         meta = card.data.get("distilkit")
-        meta["audits"] = {name: {"question": a["question"], "preset": a["preset"], "date": a["date"],
-                                 "summary": a["summary"]} for name, a in report["audits"].items()}
+        meta["audits"] = jsonio.finite({name: {"question": a["question"], "preset": a["preset"], "date": a["date"],
+                                               "summary": a["summary"]} for name, a in report["audits"].items()})
         card.data["distilkit"] = meta
         card.text = replace_section(card.text, "audit", audit_markdown(report))
         write_text_atomic(folder / "README.md", str(card))

@@ -96,8 +96,8 @@ class MethodSpec:
                                  f"(known: {', '.join(sorted(cfg))})")
         model = user_args.get("model", cfg.get("model"))
         if self.needs_embed and isinstance(model, str) and not model_has_embed(model):
-            raise DistilkitError(f"method {self.name!r} needs a model with an embedding (embed()); {model!r} has "
-                                 "none: use a convnet model, e.g. --arg model=convnet-w32")
+            raise DistilkitError(f"method {self.name!r} needs a ConvNet model (it uses the embedding, embed(), which "
+                                 f"{model!r} lacks); e.g. --arg model=convnet-w32")
         cfg.update(check_options(user_args, self.tables(), f"method {self.name!r}"))
         return cfg
 
