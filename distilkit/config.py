@@ -18,6 +18,7 @@ import yaml
 
 from distilkit.data.sources import SourceConfig
 from distilkit.errors import DistilkitError
+from distilkit.validation import SCIENTIFIC
 
 PRESETS = ("standard", "paper", "cpu", "smoke")
 DEFAULT_PRESET = "cpu"
@@ -97,6 +98,8 @@ _TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str:
 def _check_type(value: Any, hint: Any, where: str) -> Any:
     """``value`` if it has the field's type (``X | None`` allows X; an int passes as a float), else an error."""
     allowed = [t for t in (typing.get_args(hint) or (hint,)) if t is not type(None)]
+    if isinstance(value, str) and float in allowed and SCIENTIFIC.fullmatch(value):
+        return float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string
     if isinstance(value, bool) and bool not in allowed:
         ok = False
     elif isinstance(value, int) and float in allowed and int not in allowed:

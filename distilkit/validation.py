@@ -11,6 +11,7 @@ and model names must name a model the factory can build. Everything fails with o
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -20,13 +21,16 @@ from distilkit.errors import DistilkitError
 AT_LEAST_ONE = frozenset({
     "batch_real", "batch_train", "outer_loop", "pool_size", "kernel_nets", "max_online_steps", "num_experts",
     "expert_batch", "feature_batch", "syn_steps", "expert_epochs", "expert_train_epochs", "seeds", "runs",
-    "inner_steps_min", "subset_pool", "early_runs", "window", "random_sets", "check_size", "top_k", "minibatch",
+    "subset_pool", "early_runs", "window", "random_sets", "check_size", "top_k", "minibatch",
     "probe_batch", "max_probes", "chunk_size", "model_chunk", "projection_points", "real_sample", "bins",
 })
 # Options that are probabilities or fractions: strictly between 0 and 1.
 OPEN_UNIT = frozenset({"label_confidence", "holdout_fraction"})
 # Options whose value is a model name (or, for ``panel``, a list of them).
 MODEL_KEYS = frozenset({"model", "coherence_model", "architecture", "panel"})
+
+
+SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 def _kind(value: Any) -> str:
@@ -66,6 +70,8 @@ def check_option(key: str, value: Any, examples: Iterable[Any], where: str) -> A
     kind = _kind(value)
     if not kinds or kinds == {"none"} or value is None:
         return value
+    if kind == "str" and "float" in kinds and SCIENTIFIC.fullmatch(value):
+        value, kind = float(value), "float"  # YAML 1.1 reads 1e-5 (no dot) as a string
     if kind == "int" and "int" not in kinds and "float" in kinds:
         value, kind = float(value), "float"
     if kind not in kinds:

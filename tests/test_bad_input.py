@@ -25,6 +25,7 @@ from click.testing import CliRunner
 from conftest import write_image_dataset
 
 from distilkit.cli import audit, bench, cli, distill, evaluate, experts, info, methods, publish, verify  # noqa: F401
+from distilkit.config import parse_key_values, resolve_distill_config
 from distilkit.data.pixel_space import PixelSpace
 from distilkit.distilled import DATA_FILE, DistilledSet
 from distilkit.errors import DistilkitError
@@ -238,6 +239,14 @@ def test_option_checks_accept_what_the_defaults_allow():
     audit_cfg = get_audit("recognition").resolve("smoke", {"panel": ["convnet-w8-d2", "convnet"], "epochs": [1, 2]})
     assert audit_cfg["panel"] == ["convnet-w8-d2", "convnet"]
     assert get_audit("agreement").resolve("smoke", {"test_subsample": 40})["test_subsample"] == 40
+    # YAML 1.1 reads 1e-5 (no dot) as a string: a float option takes it as the number it means
+    assert get_method("mtt").resolve("smoke", 1, parse_key_values(("lr_lr=1e-5",)))["lr_lr"] == 1e-5
+
+
+def test_config_file_takes_scientific_notation(tmp_path):
+    (tmp_path / "run.yaml").write_text("zca_eps: 1e-3\nsource:\n  holdout_fraction: 2e-1\n")
+    cfg = resolve_distill_config(tmp_path / "run.yaml")
+    assert cfg.zca_eps == 1e-3 and cfg.source.holdout_fraction == 0.2
 
 
 def test_sigint_exits_130_with_one_line(tmp_path):
