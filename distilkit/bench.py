@@ -25,6 +25,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from distilkit import jsonio
 from distilkit.errors import DistilkitError
 from distilkit.outputs import check_output_folder
 
@@ -113,7 +114,7 @@ def run_cell(grid: BenchGrid, method: str, ipc: int, seed: int, out: Path, launc
 
 def _write_json(path: Path, payload: dict) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
+    tmp.write_text(jsonio.dumps(payload, indent=2))
     os.replace(tmp, path)
 
 
@@ -135,12 +136,36 @@ def is_fashion_mnist(source: str) -> bool:
     return source == "embedded" or "fashion" in source.lower()
 
 
+def check_grid(grid: BenchGrid) -> None:
+    """Everything about ``grid`` that can be checked without running a cell: presets, IPCs, seeds, the
+    methods with their options at every IPC, and that the source opens with image and label columns."""
+    from distilkit.config import check_preset, parse_key_values
+    from distilkit.data.sources import SourceConfig, probe_source
+    from distilkit.methods import get_method
+    from distilkit.train import train_preset
+
+    check_preset(grid.preset)
+    train_preset(grid.eval_preset or grid.preset)
+    for what, values in (("--methods", grid.methods), ("--ipc", grid.ipcs), ("--seeds", grid.seeds)):
+        if not values:
+            raise DistilkitError(f"{what} is empty")
+    if min(grid.ipcs) < 1:
+        raise DistilkitError(f"--ipc values must be at least 1, got {min(grid.ipcs)}")
+    if min(grid.seeds) < 0:
+        raise DistilkitError(f"--seeds must not be negative, got {min(grid.seeds)}")
+    if grid.runs < 1:
+        raise DistilkitError(f"--runs must be at least 1, got {grid.runs}")
+    method_args = parse_key_values(tuple(f"{k}={v}" for k, v in grid.method_args.items()))
+    for method in grid.methods:
+        spec = get_method(method)
+        for ipc in grid.ipcs:
+            spec.resolve(grid.preset, ipc, method_args)
+    probe_source(SourceConfig(source=grid.source))
+
+
 def run_bench(grid: BenchGrid, out: Path, launcher: list[str] | None = None) -> dict:
     """Run every missing or failed cell of ``grid`` into ``out``; returns the results."""
-    from distilkit.methods import get_method
-
-    for method in grid.methods:
-        get_method(method)  # unknown names fail before any work
+    check_grid(grid)  # bad input fails before OUT is created or any cell runs
     launcher = launcher or [sys.executable, "-m", "distilkit"]
     check_output_folder(out, "--out")
     out.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from distilkit import jsonio
 from distilkit.errors import DistilkitError
 
 TENSORS_FILE = "state.safetensors"
@@ -39,7 +40,7 @@ class Checkpointer:
         tensors = {**{k: v.detach().contiguous().cpu() for k, v in tensors.items()},
                    "_step": torch.tensor(int(state["step"]))}
         save_file(tensors, str(tmp_tensors))
-        tmp_state.write_text(json.dumps({**state, "fingerprint": self.fingerprint}))
+        tmp_state.write_text(jsonio.dumps({**state, "fingerprint": self.fingerprint}))
         # Both files carry the step; a kill between the two renames is detected on load.
         os.replace(tmp_tensors, self.directory / TENSORS_FILE)
         os.replace(tmp_state, self.directory / STATE_FILE)

@@ -8,6 +8,8 @@ keys are an error, in files and in ``method_args``.
 from __future__ import annotations
 
 import dataclasses
+import math
+import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -16,9 +18,18 @@ import yaml
 
 from distilkit.data.sources import SourceConfig
 from distilkit.errors import DistilkitError
+from distilkit.validation import SCIENTIFIC
 
 PRESETS = ("standard", "paper", "cpu", "smoke")
 DEFAULT_PRESET = "cpu"
+PIXEL_SPACES = ("raw", "normalized", "zca")
+
+
+def check_preset(name: object) -> str:
+    """``name`` if it is one of :data:`PRESETS`, else a one-line error."""
+    if name not in PRESETS:
+        raise DistilkitError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+    return name
 
 
 @dataclass
@@ -38,6 +49,18 @@ class DistillConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def check(self) -> DistillConfig:
+        """Range checks of the run's own values (the method's options are checked by its spec)."""
+        check_preset(self.preset)
+        if self.ipc < 1:
+            raise DistilkitError(f"--ipc must be at least 1, got {self.ipc}")
+        if self.pixel_space not in PIXEL_SPACES:
+            raise DistilkitError(f"unknown pixel space {self.pixel_space!r}; choose from {', '.join(PIXEL_SPACES)}")
+        if not (math.isfinite(self.zca_eps) and self.zca_eps > 0):
+            raise DistilkitError(f"zca_eps must be a positive number, got {self.zca_eps}")
+        self.source.check()
+        return self
+
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
@@ -50,10 +73,13 @@ def _merge_into(obj: Any, values: dict, where: str) -> Any:
         raise DistilkitError(f"unknown key(s) in {where}: {', '.join(unknown)} "
                              f"(known: {', '.join(known)})")
     updates = {}
+    hints = typing.get_type_hints(type(obj))
     for key, value in values.items():
         if value is None:
             continue
         current = getattr(obj, key)
+        if not dataclasses.is_dataclass(current) and key != "method_args":
+            value = _check_type(value, hints[key], f"{where}: {key}")
         if dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
                 raise DistilkitError(f"{where}.{key} must be a mapping")
@@ -64,6 +90,26 @@ def _merge_into(obj: Any, values: dict, where: str) -> Any:
             value = {**current, **value}
         updates[key] = value
     return dataclasses.replace(obj, **updates)
+
+
+_TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def _check_type(value: Any, hint: Any, where: str) -> Any:
+    """``value`` if it has the field's type (``X | None`` allows X; an int passes as a float), else an error."""
+    allowed = [t for t in (typing.get_args(hint) or (hint,)) if t is not type(None)]
+    if isinstance(value, str) and float in allowed and SCIENTIFIC.fullmatch(value):
+        return float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string
+    if isinstance(value, bool) and bool not in allowed:
+        ok = False
+    elif isinstance(value, int) and float in allowed and int not in allowed:
+        return float(value)
+    else:
+        ok = any(isinstance(value, t) for t in allowed if isinstance(t, type))
+    if not ok:
+        wanted = " or ".join(_TYPE_NAMES.get(t, getattr(t, "__name__", str(t))) for t in allowed)
+        raise DistilkitError(f"{where} must be {wanted}, got {value!r}")
+    return value
 
 
 def load_yaml_file(path: str | Path) -> dict:
@@ -88,11 +134,7 @@ def resolve_distill_config(file: str | Path | None = None, **flags: Any) -> Dist
     source_keys = {f.name for f in fields(SourceConfig)}
     source_flags = {k: flags.pop(k) for k in list(flags) if k in source_keys}
     cfg = _merge_into(cfg, {**flags, "source": source_flags}, "flags")
-    if cfg.preset not in PRESETS:
-        raise DistilkitError(f"unknown preset {cfg.preset!r}; choose from {', '.join(PRESETS)}")
-    if cfg.ipc < 1:
-        raise DistilkitError("--ipc must be at least 1")
-    return cfg
+    return cfg.check()
 
 
 def parse_key_values(pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -102,5 +144,13 @@ def parse_key_values(pairs: tuple[str, ...]) -> dict[str, Any]:
         if "=" not in pair:
             raise DistilkitError(f"--arg expects KEY=VALUE, got {pair!r}")
         key, value = pair.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value)
+        if not key.strip():
+            raise DistilkitError(f"--arg expects KEY=VALUE, got {pair!r} (no key)")
+        if not value.strip():
+            raise DistilkitError(f"--arg {key.strip()}= has no value (write {key.strip()}=null for none)")
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            raise DistilkitError(f"--arg {pair!r}: the value is not valid YAML "
+                                 f"({str(err).splitlines()[0]})") from None
     return out

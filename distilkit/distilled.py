@@ -16,6 +16,7 @@ Folder layout (loads with plain ``datasets.load_dataset(folder)``, no distilkit 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -26,6 +27,7 @@ import numpy as np
 import torch
 import yaml
 
+from distilkit import jsonio
 from distilkit.data.pixel_space import ZCA_FILE, PixelSpace
 from distilkit.data.zca import ZCA
 from distilkit.errors import DistilkitError
@@ -70,7 +72,7 @@ class DistilledSet:
         return self.soft_labels if self.soft_labels is not None else self.labels
 
     def card_metadata(self) -> dict:
-        """The machine-readable ``distilkit:`` entry of the card."""
+        """The machine-readable ``distilkit:`` entry of the card (non-finite numbers written as null)."""
         c, h, w = self.images.shape[1:]
         meta = {
             "version": self.provenance.get("distilkit_version"),
@@ -89,7 +91,7 @@ class DistilledSet:
             "evaluation": self.evaluation,
         }
         meta.update(self.card_extra)
-        return meta
+        return jsonio.finite(meta)  # the Hub reads the card's YAML as JSON: an undefined number is null
 
     # ----------------------------------------------------------------------------------- I/O
     def to_dataset(self):
@@ -110,6 +112,7 @@ class DistilledSet:
         from distilkit.plots import save_preview
 
         folder = Path(folder)
+        check_finite(self.images, self.soft_labels, self.learned_lr, "the distilled set")
         if overwrite:
             check_replaceable(folder)  # only a distilled set is ever replaced
         elif folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
@@ -126,7 +129,7 @@ class DistilledSet:
                 self.pixel_space.zca.save(tmp / ZCA_FILE)
             (tmp / RECIPE_FILE).write_text(yaml.safe_dump(self.config, sort_keys=False))
             if self.history:
-                (tmp / HISTORY_FILE).write_text(json.dumps(self.history))
+                (tmp / HISTORY_FILE).write_text(jsonio.dumps(self.history))
             save_preview(self, tmp / PREVIEW_FILE)
             (tmp / "README.md").write_text(render_card(self, card_ref or str(folder)), encoding="utf-8")
             _swap_in(tmp, folder)
@@ -164,6 +167,7 @@ class DistilledSet:
             raise DistilkitError(f"{folder}: the card's distilkit entry is incomplete or corrupt ({err})") from err
         if list(images.shape[1:]) != shape:
             raise DistilkitError(f"{folder}: images have shape {list(images.shape[1:])}, card says {shape}")
+        check_finite(images, soft, meta.get("learned_lr"), str(folder))
         known = {"version", "method", "ipc", "num_images", "num_classes", "image", "pixel_space", "labels",
                  "learned_lr", "source", "config", "provenance", "evaluation"}
         history_file = folder / HISTORY_FILE
@@ -173,6 +177,25 @@ class DistilledSet:
                    config=meta.get("config") or {}, source=meta.get("source") or {},
                    provenance=meta.get("provenance") or {}, evaluation=list(meta.get("evaluation") or []),
                    card_extra={k: v for k, v in meta.items() if k not in known}, history=history)
+
+
+def check_finite(images: torch.Tensor, soft_labels: torch.Tensor | None, learned_lr, where: str) -> None:
+    """Refuse NaN or infinite pixels, soft labels or learned lr (a diverged run or a damaged file): such a
+    set trains to chance and its numbers would poison every card and report written from it."""
+    bad = int((~torch.isfinite(images)).sum())
+    if bad:
+        raise DistilkitError(f"{where} has {bad} NaN or infinite pixel values (of {images.numel()}); "
+                             "it cannot be trained on")
+    if soft_labels is not None and not bool(torch.isfinite(soft_labels).all()):
+        bad = int((~torch.isfinite(soft_labels)).sum())
+        raise DistilkitError(f"{where} has {bad} NaN or infinite soft-label values")
+    if learned_lr is not None:
+        try:
+            ok = math.isfinite(float(learned_lr))
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise DistilkitError(f"{where} has a learned lr that is not a finite number ({learned_lr!r})")
 
 
 def _read_parquet(path: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, list[str]]:

@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 from distilkit.data.sources import SourceConfig, load_real
 from distilkit.distilled import DistilledSet
 from distilkit.errors import DistilkitError
+from distilkit.models import validate_model_name
 from distilkit.runtime import distilkit_version, make_accelerator
 from distilkit.train import TrainConfig, train_and_test, train_preset
 
@@ -45,8 +46,10 @@ def evaluate_set(
     processes and gathered; every process returns the same list."""
     from accelerate.utils import gather_object
 
-    accelerator = accelerator or make_accelerator()
     protocol = protocol or train_preset(preset)
+    for model in models or [protocol.model]:
+        validate_model_name(model, "evaluate")  # before any data is loaded
+    accelerator = accelerator or make_accelerator()
     with accelerator.main_process_first():
         real = load_real(source_config_of(dset, source), pixel_space="raw", seed=int(
             (dset.provenance or {}).get("seed", seed)))

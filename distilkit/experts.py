@@ -33,11 +33,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from distilkit import jsonio
 from distilkit.audit.real_models import real_fingerprint
 from distilkit.data.real import RealData
 from distilkit.data.sources import cache_dir
 from distilkit.errors import DistilkitError
-from distilkit.models import create_model
+from distilkit.models import create_model, validate_model_name
 from distilkit.train import TrainConfig, training_steps
 
 INDEX_FILE = "index.json"
@@ -59,6 +60,7 @@ class ExpertConfig:
     seed: int = 0
 
     def check(self) -> None:
+        validate_model_name(self.model, "experts")
         if self.num_experts < 1:
             raise DistilkitError(f"experts: num_experts must be >= 1, got {self.num_experts}")
         if self.epochs < 1:
@@ -206,7 +208,7 @@ def ensure_experts(real: RealData, cfg: ExpertConfig, accelerator=None, root: Pa
             continue
         tensors, _, acc = train_expert(real, cfg, i, device)
         tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        save_file(tensors, str(tmp), metadata={"distilkit": json.dumps({"expert": i, "test_accuracy": acc})})
+        save_file(tensors, str(tmp), metadata={"distilkit": jsonio.dumps({"expert": i, "test_accuracy": acc})})
         os.replace(tmp, path)
         bar.set_postfix(test_acc=f"{acc:.3f}")
     if accelerator is not None:
@@ -242,7 +244,7 @@ def _write_index(real: RealData, cfg: ExpertConfig, folder: Path, key: str) -> N
              "source": {k: real.info.get(k) for k in ("id", "hub_id", "subset", "split", "revision")},
              "source_fingerprint": real_fingerprint(real), "pixel_space": real.pixel_space.kind,
              "image_shape": [c, h, w], "num_classes": real.num_classes, "experts": entries}
-    _write_atomic_text(folder / INDEX_FILE, json.dumps(index, indent=1))
+    _write_atomic_text(folder / INDEX_FILE, jsonio.dumps(index, indent=1))
 
 
 def check_matches(experts: Experts, real: RealData, model: str) -> None:

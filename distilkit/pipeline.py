@@ -13,6 +13,7 @@ from pathlib import Path
 
 from distilkit.checkpoint import Checkpointer
 from distilkit.config import DistillConfig
+from distilkit.data.real import RealData
 from distilkit.data.sources import load_real
 from distilkit.distilled import DistilledSet
 from distilkit.errors import DistilkitError
@@ -28,13 +29,24 @@ def default_out(cfg: DistillConfig) -> Path:
     return Path("distilled") / f"{slug}-{cfg.method}-ipc{cfg.ipc}"
 
 
+def check_fits(real: RealData, method: str, ipc: int, method_cfg: dict) -> None:
+    """Refuse a run the smallest class cannot feed: ``ipc`` images per class, and the ``batch_real``
+    real images per class that every method with that option draws each step."""
+    smallest = int(real.class_counts.min())
+    if ipc > smallest:
+        raise DistilkitError(f"--ipc {ipc} is larger than the smallest class "
+                             f"({real.class_names[int(real.class_counts.argmin())]!r}: {smallest} images)")
+    if "batch_real" in method_cfg:
+        real.require_per_class(int(method_cfg["batch_real"]), f"{method}: batch_real")
+
+
 def checkpoint_dir(out: Path) -> Path:
     return out.parent / f".{out.name}.checkpoint"
 
 
 def distill(cfg: DistillConfig, accelerator=None, resume: bool = False, overwrite: bool = False) -> Path:
     """Run ``cfg`` end to end and return the folder of the saved distilled set."""
-    accelerator = accelerator or make_accelerator()
+    cfg.check()
     spec = get_method(cfg.method)
     method_cfg = spec.resolve(cfg.preset, cfg.ipc, cfg.method_args)
     out = Path(cfg.out) if cfg.out else default_out(cfg)
@@ -43,6 +55,7 @@ def distill(cfg: DistillConfig, accelerator=None, resume: bool = False, overwrit
     elif out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise DistilkitError(f"output folder {out} exists and is not empty; pass --overwrite or choose --out")
     check_output_folder(out, "--out")
+    accelerator = accelerator or make_accelerator()
     # One run per output folder: the lock is held until the set is saved (another run fails at once).
     with FolderLock(out, "distill") if accelerator.is_main_process else contextlib.nullcontext():
         return _distill(cfg, spec, method_cfg, out, accelerator, resume, overwrite)
@@ -61,10 +74,7 @@ def _distill(cfg: DistillConfig, spec, method_cfg: dict, out: Path, accelerator,
              overwrite: bool) -> Path:
     with accelerator.main_process_first():
         real = load_real(cfg.source, cfg.pixel_space, cfg.seed, cfg.zca_eps)
-    smallest = int(real.class_counts.min())
-    if cfg.ipc > smallest:
-        raise DistilkitError(f"--ipc {cfg.ipc} is larger than the smallest class "
-                             f"({real.class_names[int(real.class_counts.argmin())]!r}: {smallest} images)")
+    check_fits(real, cfg.method, cfg.ipc, method_cfg)
 
     resolved = {**cfg.to_dict(), "out": str(out), "method_args": method_cfg}
     fingerprint = hashlib.sha256(json.dumps({k: v for k, v in resolved.items() if k != "out"},

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from distilkit.errors import DistilkitError
+from distilkit.validation import check_options
 
 AUDIT_PRESETS = ("smoke", "cpu", "paper")
 
@@ -80,7 +81,8 @@ class AuditSpec:
         unknown = sorted(set(overrides or {}) - set(cfg))
         if unknown:
             raise DistilkitError(f"unknown option(s) for audit {self.name!r}: {', '.join(unknown)}")
-        cfg.update({k: v for k, v in (overrides or {}).items() if v is not None})
+        given = {k: v for k, v in (overrides or {}).items() if v is not None}
+        cfg.update(check_options(given, [self.defaults, *self.presets.values()], f"audit {self.name!r}"))
         return cfg
 
 

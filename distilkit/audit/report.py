@@ -12,6 +12,7 @@ import datetime as dt
 import json
 from pathlib import Path
 
+from distilkit import jsonio
 from distilkit.audit.real_models import RealModelCache
 from distilkit.audit.registry import AuditContext, Table, get_audit, list_audits
 from distilkit.data.sources import load_real
@@ -45,8 +46,8 @@ def load_report(folder: Path) -> dict:
 
 def card_audit_entries(report: dict) -> dict:
     """What the card's ``distilkit.audits`` holds per audit: question, preset, date and summary."""
-    return {name: {"question": a["question"], "preset": a["preset"], "date": a["date"], "summary": a["summary"]}
-            for name, a in report.get("audits", {}).items()}
+    return jsonio.finite({name: {"question": a["question"], "preset": a["preset"], "date": a["date"],
+                                 "summary": a["summary"]} for name, a in report.get("audits", {}).items()})
 
 
 def audit_markdown(report: dict) -> str:
@@ -125,7 +126,7 @@ def _merge_and_write(folder: Path, entries: dict[str, dict], source_id, cache: R
                    "set": str(folder), "source": source_id,
                    "model_cache": {"hits": cache.hits, "misses": cache.misses}})
     report = {k: report[k] for k in ("distilkit_version", "created", "set", "source", "model_cache", "audits")}
-    write_text_atomic(folder / REPORT_FILE, json.dumps(report, indent=2, default=str))
+    write_text_atomic(folder / REPORT_FILE, jsonio.dumps(report, indent=2, default=str))
     card = read_card(folder)
     meta = card.data.get("distilkit")
     meta["audits"] = card_audit_entries(report)

@@ -6,9 +6,13 @@ import click
 
 from distilkit.errors import DistilkitError
 
+INTERRUPTED = 130  # the shell's status for a process ended by SIGINT (128 + 2)
+
 
 class DistilkitGroup(click.Group):
-    """Turns user-facing errors into one line on stderr and exit status 2 (never a traceback)."""
+    """Turns user-facing errors into one line on stderr and exit status 2 (never a traceback): ours,
+    and click's own usage errors (a bad option value, an unknown option or command), which click would
+    print as a usage block. Ctrl-C (SIGINT) ends with one line and status 130."""
 
     def invoke(self, ctx: click.Context):
         try:
@@ -16,6 +20,13 @@ class DistilkitGroup(click.Group):
         except DistilkitError as err:
             click.echo(f"error: {err}", err=True)
             ctx.exit(2)
+        except click.UsageError as err:
+            command = f"distilkit {err.ctx.info_name}" if err.ctx is not None and err.ctx is not ctx else "distilkit"
+            click.echo(f"error: {' '.join(err.format_message().split())} (see {command} --help)", err=True)
+            ctx.exit(2)
+        except KeyboardInterrupt:
+            click.echo("error: interrupted", err=True)
+            ctx.exit(INTERRUPTED)
 
 
 @click.group(cls=DistilkitGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -36,6 +47,9 @@ def cli() -> None:
 
 
 def main() -> None:
-    from distilkit.cli import audit, bench, distill, evaluate, experts, info, methods, publish, verify  # noqa: F401  (register)
-
+    try:
+        from distilkit.cli import audit, bench, distill, evaluate, experts, info, methods, publish, verify  # noqa: F401  (register)
+    except KeyboardInterrupt:  # interrupted while importing (torch takes a while): no traceback either
+        click.echo("error: interrupted", err=True)
+        raise SystemExit(INTERRUPTED) from None
     cli()

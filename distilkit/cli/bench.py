@@ -35,9 +35,7 @@ def bench_command(source, methods, ipcs, seeds, preset, eval_preset, runs, args,
     memory, and the published Fashion-MNIST number beside ours). Re-running resumes the grid."""
     from distilkit.bench import BenchGrid, run_bench
     from distilkit.config import parse_key_values
-    from distilkit.train import train_preset
 
-    train_preset(eval_preset or preset)
     parse_key_values(args)  # validates KEY=VALUE; the raw text is passed on to every distill
     grid = BenchGrid(source=source, methods=[m.strip() for m in methods.split(",") if m.strip()],
                      ipcs=_ints(ipcs, "--ipc"), seeds=_ints(seeds, "--seeds"), preset=preset,

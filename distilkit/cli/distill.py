@@ -16,6 +16,8 @@ from distilkit.cli import cli
 @click.option("--image-column", help="Image column [detected].")
 @click.option("--label-column", help="Label column [detected].")
 @click.option("--image-size", type=int, help="Resize images to this square size [as stored].")
+@click.option("--drop-empty-classes", is_flag=True, default=None,
+              help="Drop classes without train images (and remap labels) instead of refusing the source.")
 @click.option("--method", help="Distillation method (see `distilkit methods`) [dm].")
 @click.option("--ipc", type=int, help="Images per class [10].")
 @click.option("--preset", help="standard | paper | cpu | smoke [cpu].")

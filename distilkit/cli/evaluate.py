@@ -20,14 +20,16 @@ def evaluate_command(set_path, runs, preset, models, seed, source, token) -> Non
     SET may be a Hub repo id: its results are printed, not written (publish a folder to update a card)."""
     from distilkit.evaluate import evaluate_folder
     from distilkit.hub.repo import open_set
+    from distilkit.models import parse_model_list
     from distilkit.runtime import make_accelerator
     from distilkit.train import train_preset
 
     train_preset(preset)  # validates the name before any work
+    model_names = parse_model_list(models) if models is not None else None  # empty or unknown names fail here
     accelerator = make_accelerator()
     with open_set(set_path, token, accelerator) as opened:
         results = evaluate_folder(opened.folder, runs=runs, preset=preset, seed=seed, source=source,
-                                  models=[m.strip() for m in models.split(",")] if models else None,
+                                  models=model_names,
                                   accelerator=accelerator)
     if accelerator.is_main_process:
         for r in results:

@@ -15,6 +15,8 @@ from distilkit.cli import cli
               help="'embedded', a local folder/parquet file, or a Hub dataset id.")
 @click.option("--subset", help="Hub dataset configuration (subset) name.")
 @click.option("--split", default="train", show_default=True, help="Train split of the source.")
+@click.option("--drop-empty-classes", is_flag=True,
+              help="Drop classes without train images (and remap labels) instead of refusing the source.")
 @click.option("--pixel-space", type=click.Choice(["raw", "normalized", "zca"]), default="normalized",
               show_default=True, help="Pixel space (must match the mtt run that uses the experts).")
 @click.option("--preset", default="cpu", show_default=True, help="standard | cpu | smoke (model, experts, epochs).")
@@ -26,8 +28,8 @@ from distilkit.cli import cli
 @click.option("--push", "push_repo", metavar="REPO_ID", help="Upload the experts to this Hub dataset repo.")
 @click.option("--token", help="Hub token for --push [HF_TOKEN, else the huggingface_hub login].")
 @click.option("--private", is_flag=True, help="Create the --push repo private.")
-def experts_command(source, subset, split, pixel_space, preset, model, num_experts, epochs, seed, out, push_repo,
-                    token, private) -> None:
+def experts_command(source, subset, split, drop_empty_classes, pixel_space, preset, model, num_experts, epochs, seed,
+                    out, push_repo, token, private) -> None:
     """Train ConvNet experts on real data (SGD lr 0.01, no momentum, DSA), saving every epoch's parameters.
 
     Experts are keyed by the train split's content, the model and the training recipe: a second call
@@ -49,7 +51,8 @@ def experts_command(source, subset, split, pixel_space, preset, model, num_exper
         check_output_folder(dest, "--out")
     accelerator = make_accelerator()
     with accelerator.main_process_first():
-        real = load_real(SourceConfig(source=source, subset=subset, split=split), pixel_space, seed)
+        real = load_real(SourceConfig(source=source, subset=subset, split=split,
+                                      drop_empty_classes=drop_empty_classes), pixel_space, seed)
     experts = ensure_experts(real, cfg, accelerator)
     if not accelerator.is_main_process:
         return

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
+from distilkit import jsonio
 from distilkit.cli import cli
 
 
@@ -24,7 +23,7 @@ def info_command(set_path, as_json, token) -> None:
         dset = DistilledSet.load(opened.folder)
     meta = dset.card_metadata()
     if as_json:
-        click.echo(json.dumps(meta, indent=2, default=str))
+        click.echo(jsonio.dumps(meta, indent=2, default=str))
         return
     n, c, h, w = dset.images.shape
     source = dset.source

@@ -23,11 +23,11 @@ def methods_command(name, preset, ipc, verbose) -> None:
             click.echo(f"{method:<10} {spec.family:<22} {spec.summary}")
         return
     spec = get_method(name)
+    resolved = spec.resolve(preset, ipc)  # an unknown preset or an IPC below 1 fails before any output
     click.echo(f"{name} ({spec.family}): {spec.summary}")
     if spec.citation:
         click.echo(f"cite: {spec.citation}")
     click.echo(f"defaults for --preset {preset} --ipc {ipc} (override with --arg KEY=VALUE):")
-    resolved = spec.resolve(preset, ipc)
     if not verbose:
         click.echo(yaml.safe_dump(resolved, sort_keys=True).rstrip() or "  (none)")
         return

@@ -53,6 +53,16 @@ class RealData:
         start = int(self.class_offsets[label])
         return self.class_order[start : start + int(self.class_counts[label])]
 
+    def require_per_class(self, n: int, what: str) -> None:
+        """Refuse (one :class:`DistilkitError` line) a per-class draw ``what`` of ``n`` images that the
+        smallest class cannot give, e.g. ``--ipc`` or a method's ``batch_real``."""
+        from distilkit.errors import DistilkitError
+
+        smallest = int(self.class_counts.min())
+        if n > smallest:
+            raise DistilkitError(f"{what} {n} exceeds the smallest class "
+                                 f"({self.class_names[int(self.class_counts.argmin())]!r}: {smallest} images)")
+
     def sample_per_class(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """``n`` distinct random train indices per class, as a [num_classes, n] tensor (class-major).
 

@@ -29,6 +29,7 @@ EMBEDDED_DIR = Path(__file__).parent / "embedded" / "fashion_mnist"
 EMBEDDED_INFO = {"id": "embedded:fashion_mnist", "hub_id": "zalando-datasets/fashion_mnist",
                  "license": "mit", "pretty_name": "Fashion-MNIST (distilkit embedded subset)"}
 IMAGE_COLUMN_NAMES = ("image", "img", "images", "pixel_values", "picture")
+MAX_IMAGE_SIZE = 4096
 LABEL_COLUMN_NAMES = ("label", "labels", "fine_label", "class", "target", "y")
 
 
@@ -45,6 +46,19 @@ class SourceConfig:
     label_column: str | None = None
     image_size: int | None = None
     holdout_fraction: float = 0.1
+    drop_empty_classes: bool = False  # drop ClassLabel classes without train images (labels are remapped)
+
+    def check(self) -> SourceConfig:
+        """Range checks that need no data: fail before anything is loaded."""
+        if not isinstance(self.source, str) or not self.source.strip():
+            raise DistilkitError("the source is empty; give 'embedded', a folder, a parquet file or a Hub id")
+        if self.image_size is not None and not 1 <= self.image_size <= MAX_IMAGE_SIZE:
+            raise DistilkitError(f"--image-size must be between 1 and {MAX_IMAGE_SIZE}, got {self.image_size}")
+        if not 0.0 < self.holdout_fraction < 1.0:
+            raise DistilkitError(f"holdout_fraction must be between 0 and 1 (exclusive), got {self.holdout_fraction}")
+        if self.image_column is not None and self.image_column == self.label_column:
+            raise DistilkitError(f"--image-column and --label-column are both {self.image_column!r}")
+        return self
 
 
 def cache_dir() -> Path:
@@ -135,7 +149,32 @@ def detect_columns(features, image_column: str | None, label_column: str | None)
         missing = "image" if image_column is None else "label"
         raise DistilkitError(f"the dataset has no {missing} column (columns: {', '.join(names)}); "
                              "name it with --image-column/--label-column")
+    holds_images = not isinstance(features[image_column], (ClassLabel, Value))
+    label_feature = features[label_column]
+    holds_labels = isinstance(label_feature, ClassLabel) or (
+        isinstance(label_feature, Value) and label_feature.dtype.startswith(("int", "uint", "string")))
+    if not holds_images and not holds_labels and not isinstance(features[label_column], Value):
+        raise DistilkitError(f"image column {image_column!r} holds labels and label column {label_column!r} holds "
+                             "images: --image-column and --label-column are swapped")
+    if not holds_images:
+        raise DistilkitError(f"image column {image_column!r} holds {_feature_kind(features[image_column])}, not "
+                             "images; name the image column with --image-column")
+    if not holds_labels:
+        raise DistilkitError(f"label column {label_column!r} holds {_feature_kind(features[label_column])}, not "
+                             "class labels (integers, strings or a ClassLabel); name it with --label-column")
     return image_column, label_column
+
+
+def _feature_kind(feature) -> str:
+    from datasets import ClassLabel, Image, Value
+
+    if isinstance(feature, ClassLabel):
+        return "class labels"
+    if isinstance(feature, Image):
+        return "images"
+    if isinstance(feature, Value):
+        return f"{feature.dtype} values"
+    return type(feature).__name__
 
 
 def _decode_images(ds, column: str, mode: str | None, size: int | None) -> tuple[torch.Tensor, str, int]:
@@ -145,6 +184,11 @@ def _decode_images(ds, column: str, mode: str | None, size: int | None) -> tuple
     feature = ds.features[column]
     if not isinstance(feature, Image):
         arrays = np.asarray(ds.with_format("numpy")[column])
+        if arrays.dtype.kind not in "uif":
+            raise DistilkitError(f"image column {column!r} holds {arrays.dtype} arrays, not pixel values")
+        if arrays.dtype.kind == "f" and not np.isfinite(arrays).all():
+            bad = int((~np.isfinite(arrays)).sum())
+            raise DistilkitError(f"image column {column!r} has {bad} NaN or infinite pixel values of {arrays.size}")
         if arrays.dtype != np.uint8:
             if arrays.max() > 1.0 + 1e-6:
                 arrays = np.clip(arrays, 0, 255).round().astype(np.uint8)
@@ -260,9 +304,58 @@ def _hf_source(cfg: SourceConfig) -> tuple[dict, list[str], dict, str | None]:
     return tensors, names, info, test_name
 
 
+def probe_source(cfg: SourceConfig) -> None:
+    """Check that ``cfg``'s source opens and has an image and a label column, without decoding any image
+    (for commands that hand the source to other processes, e.g. ``bench``: they fail before any work)."""
+    cfg.check()
+    if cfg.source == EMBEDDED:
+        return
+    folder = Path(cfg.source).expanduser()
+    if is_idx_folder(folder):
+        if find_idx_file(folder, cfg.split, "images") is None or find_idx_file(folder, cfg.split, "labels") is None:
+            raise DistilkitError(f"IDX folder {folder} has no {cfg.split!r} images/labels files")
+        return
+    dsd, _ = _load_dataset_dict(cfg)
+    if cfg.split not in dsd:
+        raise DistilkitError(f"split {cfg.split!r} not in source {cfg.source!r} (splits: {', '.join(dsd)})")
+    detect_columns(dsd[cfg.split].features, cfg.image_column, cfg.label_column)
+
+
+def _check_classes(cfg: SourceConfig, train_labels: torch.Tensor, test_images: torch.Tensor | None,
+                   test_labels: torch.Tensor | None, names: list[str]):
+    """Refuse a source with fewer than two classes or with empty classes (or drop those, if asked)."""
+    if int(train_labels.min()) < 0 or int(train_labels.max()) >= len(names):
+        raise DistilkitError(f"labels of {cfg.source!r} run outside 0..{len(names) - 1} (the {len(names)} class names)")
+    counts = torch.bincount(train_labels, minlength=len(names))
+    empty = [names[i] for i in (counts == 0).nonzero().flatten().tolist()]
+    dropped: list[str] = []
+    if empty and not cfg.drop_empty_classes:
+        shown = ", ".join(repr(n) for n in empty[:5]) + (" ..." if len(empty) > 5 else "")
+        raise DistilkitError(f"{len(empty)} of the {len(names)} classes of {cfg.source!r} have no images in split "
+                             f"{cfg.split!r} ({shown}); pass --drop-empty-classes to drop them")
+    if empty:
+        keep = (counts > 0).nonzero().flatten()
+        remap = torch.full((len(names),), -1, dtype=torch.long)
+        remap[keep] = torch.arange(len(keep))
+        train_labels = remap[train_labels]
+        if test_labels is not None:
+            rows = remap[test_labels] >= 0
+            test_images, test_labels = test_images[rows], remap[test_labels[rows]]
+        dropped, names = empty, [names[i] for i in keep.tolist()]
+    if len(names) < 2:
+        raise DistilkitError(f"{cfg.source!r} has {len(names)} class{'es' if len(names) != 1 else ''} with images "
+                             f"({', '.join(repr(n) for n in names)}); classification needs at least 2")
+    return train_labels, test_images, test_labels, names, dropped
+
+
 def load_real(cfg: SourceConfig, pixel_space: str = "normalized", seed: int = 0,
               zca_eps: float = 0.1) -> RealData:
-    """Load, decode (once, cached) and describe the real data of ``cfg``."""
+    """Load, decode (once, cached) and describe the real data of ``cfg``.
+
+    Refused (one :class:`DistilkitError` line): an empty split, fewer than two classes, and classes
+    without train images -- unless ``cfg.drop_empty_classes``, which drops them (and their test images)
+    and remaps the labels to 0..K'-1, recorded as ``dropped_classes`` in the source info."""
+    cfg.check()
     folder = Path(cfg.source).expanduser()
     if cfg.source != EMBEDDED and is_idx_folder(folder):
         tensors, class_names, info, test_name = _idx_source(cfg, folder)
@@ -271,13 +364,22 @@ def load_real(cfg: SourceConfig, pixel_space: str = "normalized", seed: int = 0,
     train_images, train_labels = tensors["train_images"], tensors["train_labels"].long()
     if train_images.shape[0] == 0:
         raise DistilkitError(f"split {cfg.split!r} of {cfg.source!r} is empty")
+    test_images = tensors["test_images"] if test_name is not None else None
+    test_labels = tensors["test_labels"].long() if test_name is not None else None
+    train_labels, test_images, test_labels, class_names, dropped = _check_classes(
+        cfg, train_labels, test_images, test_labels, class_names)
+    if dropped:
+        info = {**info, "dropped_classes": dropped}
     if test_name is not None:
-        test_images, test_labels = tensors["test_images"], tensors["test_labels"].long()
         test_desc = {"split": test_name, "carved": False}
     else:
         keep, held = _carve_holdout(train_labels, cfg.holdout_fraction, seed)
         test_images, test_labels = train_images[held], train_labels[held]
         train_images, train_labels = train_images[keep], train_labels[keep]
+        left = torch.bincount(train_labels, minlength=len(class_names))
+        if int(left.min()) == 0:
+            raise DistilkitError(f"class {class_names[int(left.argmin())]!r} of {cfg.source!r} has too few images "
+                                 "to carve a test split from train; give a test split (--test-split)")
         test_desc = {"split": f"{cfg.split} (carved)", "carved": True, "fraction": cfg.holdout_fraction,
                      "seed": seed, "stratified": True}
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from distilkit import jsonio
 from distilkit.distilled import HISTORY_FILE, PREVIEW_FILE, RECIPE_FILE, DistilledSet
 from distilkit.errors import DistilkitError
 from distilkit.hub.merge import (
@@ -256,7 +257,7 @@ def _public_file(local: Path, rel: str, paths: LocalPaths) -> Path | bytes:
 
         return yaml.safe_dump(paths.data(yaml.safe_load(local.read_text()) or {}), sort_keys=False).encode()
     if rel.endswith(".json"):
-        return json.dumps(paths.data(json.loads(local.read_text())), indent=2 if rel.startswith("audit/") else None,
+        return jsonio.dumps(paths.data(json.loads(local.read_text())), indent=2 if rel.startswith("audit/") else None,
                           default=str).encode()
     return local
 
@@ -321,7 +322,7 @@ def push_audit(view: Path, ref: HubRef, parent: str, token: str | None, ran: lis
             summaries = (view_data.get("distilkit") or {}).get("audits") or {}
             section = extract_section(view_body, "audit") or ""
         card = merge_audit(hub_text or "", summaries, section, config, target)
-        return CardCommit(card, {**files, prefix + REPORT_PATH: json.dumps(report, indent=2, default=str).encode()})
+        return CardCommit(card, {**files, prefix + REPORT_PATH: jsonio.dumps(report, indent=2, default=str).encode()})
 
     with hub_call("push the audit to", target, token):
         return commit_card(api, ref.repo_id, ref.revision, parent, build, f"distilkit: audit results ({config})")

@@ -10,10 +10,12 @@ across hardware.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 from distilkit.distilled import DistilledSet
 from distilkit.errors import DistilkitError
+from distilkit.models import validate_model_name
 
 MIN_TOLERANCE = 0.01
 STD_FACTOR = 2.0
@@ -52,14 +54,20 @@ def verify_set(dset: DistilledSet, accelerator=None, source: str | None = None) 
     claims = [c for c in dset.evaluation if isinstance(c, dict)]
     if not claims:
         raise DistilkitError("the card claims no evaluation results: nothing to verify")
-    verdicts = []
-    for claim in claims:
+    parsed = []
+    for claim in claims:  # every claim is read and checked before the first one is re-run
         try:
             model, preset, runs = str(claim["model"]), str(claim["preset"]), int(claim["runs"])
             claimed, std = float(claim["mean"]), float(claim.get("std") or 0.0)
             protocol = claim_protocol(claim)
         except (KeyError, TypeError, ValueError) as err:
             raise DistilkitError(f"an evaluation entry in the card is incomplete ({err})") from None
+        if not (math.isfinite(claimed) and math.isfinite(std)) or runs < 1:
+            raise DistilkitError(f"the card's claim for {model!r} ({preset}) is not a finite accuracy over >= 1 run")
+        validate_model_name(model, "the card's evaluation claim")
+        parsed.append((claim, model, preset, runs, claimed, std, protocol))
+    verdicts = []
+    for claim, model, preset, runs, claimed, std, protocol in parsed:
         [result] = evaluate_set(dset, runs=runs, preset=preset, models=[model], seed=int(claim.get("seed", 0)),
                                 source=source, accelerator=accelerator, protocol=protocol)
         verdicts.append(Verdict(model, preset, runs, claimed, std, float(result["mean"]),

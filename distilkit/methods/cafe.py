@@ -32,6 +32,7 @@ from distilkit.models.convnet import ConvNet
 
 @register_method(
     "cafe",
+    needs_embed=True,
     family="distribution-matching",
     summary="match class means of every ConvNet layer's features + a discrimination term (Wang et al. 2022)",
     defaults={"iterations": 5000, "lr_images": 0.1, "momentum": 0.5, "batch_real": 256, "model": "convnet",

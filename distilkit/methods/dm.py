@@ -25,6 +25,7 @@ CPU_REAL_CHUNK, CPU_SYN_CHUNK = 32, 64
 
 @register_method(
     "dm",
+    needs_embed=True,
     family="distribution-matching",
     summary="match class means of random-ConvNet embeddings (Zhao & Bilen 2023)",
     defaults={"iterations": 20000, "lr_images": 1.0, "momentum": 0.5, "batch_real": 256, "model": "convnet",

@@ -291,9 +291,7 @@ def _check(cfg: dict, real: RealData, name: str) -> None:
             raise DistilkitError(f"{name}: {key} must be >= 1, got {cfg[key]}")
     if cfg["inner_loop"] < 0 or cfg["class_chunk"] < 0 or cfg["iterations"] < 0:
         raise DistilkitError(f"{name}: iterations, inner_loop and class_chunk must be >= 0")
-    smallest = int(real.class_counts.min())
-    if cfg["batch_real"] > smallest:
-        raise DistilkitError(f"{name}: batch_real {cfg['batch_real']} exceeds the smallest class ({smallest} images)")
+    real.require_per_class(int(cfg["batch_real"]), f"{name}: batch_real")
 
 
 def _save(ctx: RunContext, images: torch.Tensor, optimizer: torch.optim.Optimizer, step: int, history: dict) -> None:

@@ -15,6 +15,7 @@ from distilkit.methods.registry import MethodOutput, RunContext, register_method
 
 @register_method(
     "herding",
+    needs_embed=True,
     family="selection",
     summary="greedy herding on real-trained ConvNet features (class-balanced)",
     defaults=dict(FEATURE_DEFAULTS),

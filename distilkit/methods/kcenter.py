@@ -15,6 +15,7 @@ from distilkit.methods.registry import MethodOutput, RunContext, register_method
 
 @register_method(
     "kcenter",
+    needs_embed=True,
     family="selection",
     summary="greedy k-center coverage on real-trained ConvNet features (class-balanced)",
     defaults=dict(FEATURE_DEFAULTS),

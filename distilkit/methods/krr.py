@@ -41,6 +41,7 @@ KERNELS = ("frepo", "kip")
 
 @register_method(
     "krr",
+    needs_embed=True,
     family="performance-matching",
     summary="kernel ridge regression on the synthetic set: FRePo model-pool features (default) or KIP's fixed "
             "random-feature ConvNet kernel; learned soft labels",

@@ -4,7 +4,9 @@ A method is a function ``distill(real, ipc, cfg, ctx) -> MethodOutput`` plus its
 ``defaults`` (the faithful, ``standard`` values), per-preset overrides and per-IPC overrides; a
 preset may carry its own per-IPC table under the key ``per_ipc``. Resolution order: defaults <
 preset < IPC < the preset's IPC table < the user's ``method_args``; unknown user keys are an error
-and ``None`` never overrides.
+and ``None`` never overrides. User values are checked against the type and range the option's tables
+give it (:mod:`distilkit.validation`), model names against the model factory, and a method declared
+``needs_embed`` refuses a model without ``embed`` (a timm model) -- all before any data is loaded.
 
 ``sources`` says where defaults come from (key -> provenance, e.g. "DC code (VICO-UoE)", "tuned for
 the cpu preset on embedded FMNIST"); ``distilkit methods NAME --verbose`` prints it beside each value.
@@ -19,6 +21,8 @@ from typing import Any
 import torch
 
 from distilkit.errors import DistilkitError
+from distilkit.models.factory import model_has_embed
+from distilkit.validation import check_options
 
 FAMILIES = ("selection", "performance-matching", "distribution-matching", "parameter-matching")
 
@@ -45,6 +49,7 @@ class MethodSpec:
     per_ipc: dict[int, dict[str, Any]]
     citation: str
     sources: dict[str, str] = field(default_factory=dict)
+    needs_embed: bool = False  # the method calls ``model.embed`` (feature statistics, kernels, selection)
 
     def source_of(self, key: str, preset: str, ipc: int) -> str:
         """Where the resolved value of ``key`` for (preset, IPC) comes from."""
@@ -61,7 +66,21 @@ class MethodSpec:
         note = self.sources.get(f"{preset}.{key}") or (self.sources.get(key) if layer != f"preset {preset}" else None)
         return f"{layer}: {note}" if note else layer
 
+    def tables(self) -> list[dict[str, Any]]:
+        """Every table of defaults: the values each option takes somewhere (for type and range checks)."""
+        out = [self.defaults, *self.per_ipc.values()]
+        for preset_cfg in self.presets.values():
+            out.append({k: v for k, v in preset_cfg.items() if k != "per_ipc"})
+            out.extend(preset_cfg.get("per_ipc", {}).values())
+        return out
+
     def resolve(self, preset: str, ipc: int, user_args: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The method's options for (preset, IPC) with ``user_args`` applied and checked."""
+        from distilkit.config import check_preset
+
+        check_preset(preset)
+        if isinstance(ipc, bool) or not isinstance(ipc, int) or ipc < 1:
+            raise DistilkitError(f"--ipc must be an integer of at least 1, got {ipc!r}")
         cfg = dict(self.defaults)
         preset_cfg = dict(self.presets.get(preset, {}))
         preset_ipc = preset_cfg.pop("per_ipc", {})
@@ -75,7 +94,11 @@ class MethodSpec:
         if unknown:
             raise DistilkitError(f"unknown option(s) for method {self.name!r}: {', '.join(unknown)} "
                                  f"(known: {', '.join(sorted(cfg))})")
-        cfg.update(user_args)
+        model = user_args.get("model", cfg.get("model"))
+        if self.needs_embed and isinstance(model, str) and not model_has_embed(model):
+            raise DistilkitError(f"method {self.name!r} needs a ConvNet model (it uses the embedding, embed(), which "
+                                 f"{model!r} lacks); e.g. --arg model=convnet-w32")
+        cfg.update(check_options(user_args, self.tables(), f"method {self.name!r}"))
         return cfg
 
 
@@ -92,6 +115,7 @@ def register_method(
     per_ipc: dict[int, dict[str, Any]] | None = None,
     citation: str = "",
     sources: dict[str, str] | None = None,
+    needs_embed: bool = False,
 ) -> Callable[[Callable[..., MethodOutput]], Callable[..., MethodOutput]]:
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}")
@@ -100,7 +124,7 @@ def register_method(
         if name in _REGISTRY:
             raise ValueError(f"method {name!r} registered twice")
         _REGISTRY[name] = MethodSpec(name, family, summary, fn, defaults, presets or {}, per_ipc or {}, citation,
-                                     sources or {})
+                                     sources or {}, needs_embed)
         return fn
 
     return decorate

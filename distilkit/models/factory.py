@@ -11,14 +11,15 @@ from __future__ import annotations
 
 from torch import nn
 
+from distilkit.errors import DistilkitError
 from distilkit.models.convnet import ConvNet
 
 _NORM_CODES = {"in": "instancenorm", "bn": "batchnorm", "ln": "layernorm", "gn": "groupnorm", "nn": "none"}
 _POOL_CODES = {"ap": "avgpooling", "mp": "maxpooling", "np": "none"}
 
 
-class UnknownModelError(ValueError):
-    """Raised for a model name the factory cannot resolve."""
+class UnknownModelError(DistilkitError, ValueError):
+    """Raised for a model name the factory cannot resolve (a user error: one line, exit status 2)."""
 
 
 def parse_convnet_name(name: str) -> dict:
@@ -32,11 +33,51 @@ def parse_convnet_name(name: str) -> dict:
             kwargs["norm"] = _NORM_CODES[part]
         elif part in _POOL_CODES:
             kwargs["pooling"] = _POOL_CODES[part]
-        elif part[:1] in ("d", "w") and part[1:].isdigit():
+        elif part[:1] in ("d", "w") and part[1:].isdigit() and int(part[1:]) >= 1:
             kwargs["depth" if part[0] == "d" else "width"] = int(part[1:])
         else:
             raise UnknownModelError(f"unknown model {name!r}: cannot read {part!r}")
     return kwargs
+
+
+def validate_model_name(name: str, where: str = "model") -> str:
+    """Check that ``name`` names a model :func:`create_model` can build, without building it (a ``timm/``
+    name imports timm and asks its registry). Returns the name; raises :class:`UnknownModelError`."""
+    if not isinstance(name, str) or not name.strip():
+        raise UnknownModelError(f"{where}: empty model name")
+    if name != name.strip():
+        raise UnknownModelError(f"{where}: model name {name!r} has surrounding spaces")
+    if name.startswith("timm/"):
+        import timm
+
+        if not timm.is_model(name[5:]):
+            raise UnknownModelError(f"{where}: unknown timm model {name[5:]!r} (see timm.list_models())")
+        return name
+    try:
+        parse_convnet_name(name)
+    except UnknownModelError as err:
+        raise UnknownModelError(f"{where}: {err}; use convnet[-dN][-wN][-in|bn|ln|gn|nn][-ap|mp|np] or "
+                                "timm/<name>") from None
+    return name
+
+
+def parse_model_list(text: str, where: str = "--models") -> list[str]:
+    """``"convnet,timm/resnet18"`` -> the validated names; an empty name (``"convnet,"``) is an error."""
+    names = [part.strip() for part in text.split(",")]
+    if not any(names):
+        raise UnknownModelError(f"{where}: no model names given")
+    for name in names:
+        if not name:
+            raise UnknownModelError(f"{where}: empty model name in {text!r}")
+        validate_model_name(name, where)
+    return names
+
+
+def model_has_embed(name: str) -> bool:
+    """Whether the model ``name`` names has ``embed(x)`` (the feature vector before the classifier), which
+    distribution matching, kernel ridge regression and the feature-based selections need: the ConvNet
+    family has it, timm models do not."""
+    return not name.startswith("timm/")
 
 
 def _adapt_timm_stem(model: nn.Module, in_channels: int) -> None:
