@@ -123,7 +123,8 @@ class FolderLock:
     """An exclusive lock on ``folder`` for one process (``with FolderLock(folder, "audit"):``).
 
     ``wait`` seconds: how long to wait for another holder (0: fail at once). The lock file names its
-    holder (pid, host, command) for the error message and is removed on release."""
+    holder (pid, host, command) for the error message and is removed on release, with any folder
+    that was made for it and is still empty."""
 
     def __init__(self, folder: str | Path, command: str, wait: float = 0.0) -> None:
         self.folder = Path(folder)
@@ -131,6 +132,7 @@ class FolderLock:
         self.command = command
         self.wait = wait
         self._fd: int | None = None
+        self._created: list[Path] = []  # folders made for the lock file, removed again if left empty
 
     def __enter__(self) -> FolderLock:
         import fcntl
@@ -138,6 +140,10 @@ class FolderLock:
 
         deadline = time.monotonic() + self.wait
         announced = False
+        missing = self.path.parent
+        while not missing.exists() and missing != missing.parent:
+            self._created.append(missing)
+            missing = missing.parent
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as err:
@@ -181,3 +187,9 @@ class FolderLock:
             self.path.unlink(missing_ok=True)
             os.close(self._fd)
             self._fd = None
+        for folder in self._created:  # deepest first; a run that failed early leaves no trace
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        self._created = []
