@@ -24,7 +24,6 @@ the main process gathers the matrix and does the rest.
 
 from __future__ import annotations
 
-import math
 import os
 
 import torch
@@ -37,6 +36,7 @@ from distilkit.audit.real_models import penultimate
 from distilkit.audit.real_runs import STUDY_DISTILLED, balanced_subsample, seeded_model, test_split
 from distilkit.audit.recognition import panel_protocol
 from distilkit.audit.registry import AuditContext, AuditResult, Table, register_audit
+from distilkit.audit.stats import sign_test_p, two_proportion_p
 from distilkit.data.real import RealData
 from distilkit.distilled import DistilledSet
 from distilkit.errors import DistilkitError
@@ -86,21 +86,6 @@ def random_same_class_coherence(features: torch.Tensor, labels: torch.Tensor, nu
     positions = keys.topk(k, dim=2, largest=False).indices
     draws = order[(offsets.view(-1, 1, 1) + positions).clamp(max=labels.numel() - 1)]
     return mean_pairwise_cosine(features[draws]).mean(1)
-
-
-def sign_test_p(successes: int, trials: int) -> float:
-    """Two-sided exact binomial sign test of ``successes`` out of ``trials`` against p = 1/2."""
-    if trials == 0:
-        return 1.0
-    tail = min(successes, trials - successes)
-    return min(1.0, 2 * sum(math.comb(trials, i) for i in range(tail + 1)) / 2**trials)
-
-
-def two_proportion_p(a: float, n_a: int, b: float, n_b: int) -> float:
-    """Two-sided p-value of the pooled two-proportion z-test for shares ``a`` of ``n_a`` and ``b`` of ``n_b``."""
-    pooled = (a * n_a + b * n_b) / (n_a + n_b)
-    spread = math.sqrt(pooled * (1 - pooled) * (1 / n_a + 1 / n_b))
-    return 1.0 if spread == 0 else math.erfc(abs(a - b) / spread / math.sqrt(2))
 
 
 def class_matched_coherence(features: torch.Tensor, labels: torch.Tensor, top: torch.Tensor, sets: int,
