@@ -36,7 +36,7 @@ PAPER = {"model": "convnet", "iterations": 300, "batch_size": None, "lr": 0.01, 
     distributed=True,
     defaults={"ks": [0, 2, 10, 50, 250], "seeds": 5, "protocol": PAPER, "resamples": 2000},
     presets={"cpu": {"seeds": 3, "protocol": {**PAPER, "model": "convnet-w32", "batch_size": 256, "iterations": 150}},
-             "smoke": {"ks": [0, 2], "seeds": 3, "protocol": {**PAPER, "model": "convnet-w8-d2", "iterations": 10}}},
+             "smoke": {"ks": [0, 2], "seeds": 2, "protocol": {**PAPER, "model": "convnet-w8-d2", "iterations": 10}}},
 )
 def audit_mixing(dset: DistilledSet, real: RealData, cfg: dict, ctx: AuditContext) -> AuditResult:
     protocol = TrainConfig(**cfg["protocol"])

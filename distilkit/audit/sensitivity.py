@@ -58,7 +58,7 @@ def setups(base: TrainConfig, arch: str, minibatch: int) -> dict[str, tuple[Trai
     presets={"cpu": {"protocol": {**BASE, "model": "convnet-w32", "iterations": 150},
                      "architecture": "convnet-w32-bn-mp", "seeds": 3},
              "smoke": {"protocol": {**BASE, "model": "convnet-w8-d2", "iterations": 5},
-                       "architecture": "convnet-w8-d2-bn", "seeds": 3}},
+                       "architecture": "convnet-w8-d2-bn", "seeds": 1}},
 )
 def audit_sensitivity(dset: DistilledSet, real: RealData, cfg: dict, ctx: AuditContext) -> AuditResult:
     base = TrainConfig(**cfg["protocol"])

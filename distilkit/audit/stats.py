@@ -57,13 +57,15 @@ def outcome_from_interval(lo: float, hi: float, claimed_sign: int, n: int,
 
 
 def paired_test(claim: str, statistic: str, differences: Sequence[float], claimed_sign: int, seed: int = 0,
-                resamples: int = RESAMPLES, level: float = LEVEL) -> dict:
-    """Bootstrap interval of the mean paired difference and the outcome for the study's claim."""
+                resamples: int = RESAMPLES, level: float = LEVEL, unit: str = "paired seeds") -> dict:
+    """Bootstrap interval of the mean paired difference and the outcome for the study's claim
+    (``unit`` names what is resampled: seeds, or e.g. distilled images)."""
     mean, lo, hi = bootstrap_ci(differences, resamples, level, seed)
     n = len(differences)
     return {"claim": claim, "statistic": statistic, "estimate": round(mean, 4), "ci": [round(lo, 4), round(hi, 4)],
-            "p": None, "n": n, "method": f"paired-seed percentile bootstrap, {resamples} resamples, "
-                                         f"{round(100 * level)}% (a verdict needs ≥ {MIN_PAIRED_SEEDS} seeds)",
+            "p": None, "n": n, "unit": unit,
+            "method": f"percentile bootstrap over {unit}, {resamples} resamples, {round(100 * level)}% "
+                      f"(a verdict needs ≥ {MIN_PAIRED_SEEDS})",
             "outcome": outcome_from_interval(lo, hi, claimed_sign, n)}
 
 
@@ -165,7 +167,8 @@ def describe(test: dict) -> str:
     """One clause for a verdict sentence: the estimate with its interval or p-value, and the outcome."""
     if test.get("ci") is not None:
         lo, hi = test["ci"]
-        evidence = f"{test['estimate']:+.3f}, 95% CI [{lo:+.3f}, {hi:+.3f}], {test['n']} paired seeds"
+        unit = test.get("unit", "paired seeds")
+        evidence = f"{test['estimate']:+.3f}, 95% CI [{lo:+.3f}, {hi:+.3f}], {test['n']} {unit}"
     else:
         evidence = f"p = {test['p']:.2g}, n = {test['n']}"
     return f"{test['statistic']} {evidence}: {test['outcome']}"
