@@ -33,6 +33,6 @@ def cli() -> None:
 
 
 def main() -> None:
-    from distilkit.cli import audit, bench, distill, evaluate, experts, info, methods, publish, verify  # noqa: F401  (register)
+    from distilkit.cli import audit, bench, compare, distill, evaluate, experts, info, methods, publish, verify  # noqa: F401  (register)
 
     cli()
