@@ -53,6 +53,12 @@ def test_compare_overlays_sets_on_one_curvature_run_and_reuses_audits(two_sets, 
     assert again.misses == 0
     assert second["curvature"]["sets"] == curvature["sets"]  # the shared run is seeded: same traces
 
+    done = CliRunner().invoke(cli, ["compare", str(dm), str(random), "--preset", "smoke", "--out",
+                                    str(tmp_path / "cmp3")])
+    assert done.exit_code == 0, done.output
+    assert "dm ipc1 (dm): distilled only" in done.output and "cmp3/README.md" in done.output
+    assert json.loads((tmp_path / "cmp3" / "comparison.json").read_text())["audits_run"][str(dm)] == []
+
 
 def test_compare_cli_errors(two_sets, tmp_path):
     dm, _ = two_sets

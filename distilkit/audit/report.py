@@ -2,7 +2,7 @@
 
 ``audit/report.json`` = {"distilkit_version", "created", "set", "source", "audits": {NAME: {"question",
 "preset", "seed", "config", "summary", "verdict", "tests", "series", "tables", "figures", "artifacts",
-"date"}}}: ``tests`` are the intervals and tests the verdict follows from (see
+"date", "seconds"}}}: ``tests`` are the intervals and tests the verdict follows from (see
 :mod:`distilkit.audit.stats`), ``series`` the curves behind the figures. The card gets the summaries
 (and each test's estimate, interval or p-value and outcome) under ``distilkit.audits`` and a human
 section between the audit markers.
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from pathlib import Path
 
 from distilkit.audit.real_models import RealModelCache
@@ -116,13 +117,15 @@ def run_audits(folder: str | Path, only: list[str] | None = None, preset: str = 
     for spec in sorted(specs, key=lambda spec: not spec.distributed):
         if not (accelerator.is_main_process or spec.distributed):
             continue
+        started = time.perf_counter()
         result = spec.fn(dset, real, configs[spec.name], ctx)
         if accelerator.is_main_process:
             report.setdefault("audits", {})[spec.name] = {
                 "question": spec.question, "preset": preset, "seed": seed, "config": configs[spec.name],
                 "summary": result.summary, "verdict": result.verdict, "tests": result.tests, "series": result.series,
                 "tables": [t.to_dict() for t in result.tables],
-                "figures": result.figures, "artifacts": result.artifacts, "date": today}
+                "figures": result.figures, "artifacts": result.artifacts, "date": today,
+                "seconds": round(time.perf_counter() - started, 1)}
     if accelerator.is_main_process:
         report.update({"distilkit_version": distilkit_version(),
                        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
