@@ -336,13 +336,14 @@ def _verdict(summary: dict, k: int, correlation: float, checked: int, tests: lis
                f"(cosine {summary['coherence_top_k']:.3f} vs {summary['coherence_random_same_class']:.3f}); against "
                f"random sets with the same class make-up ({summary['coherence_random_class_matched']:.3f}) "
                f"{100 * summary['share_more_coherent_than_class_matched']:.0f}% of images are more alike, sign test "
-               f"p = {summary['sign_test_p_class_matched']:.2g}: sub-concepts beyond classes {outcome} ({said}).")
+               f"p = {summary['sign_test_p_class_matched']:.2g}: the study's finding (sub-concepts beyond classes) "
+               f"{outcome} ({said}).")
     if "noise_floor/top_k_overlap" in summary:
         verdict += (f" Noise floor: from another initialisation exact leave-one-out shares "
                     f"{100 * summary['noise_floor/top_k_overlap']:.0f}% of each top-{k} (chance "
                     f"{100 * summary['noise_floor/chance_overlap']:.0f}%; overlap − chance 95% CI "
                     f"[{summary['noise_floor/overlap_minus_chance_ci'][0]:+.3f}, "
-                    f"{summary['noise_floor/overlap_minus_chance_ci'][1]:+.3f}]: reproducible "
+                    f"{summary['noise_floor/overlap_minus_chance_ci'][1]:+.3f}], so reproducibility across inits "
                     f"{summary['noise_floor/outcome']}; LOO-vs-LOO Spearman "
                     f"{summary['noise_floor/loo_vs_loo_spearman']:.2f}).")
     if "random_real/class_purity" in summary:
