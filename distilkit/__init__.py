@@ -8,6 +8,7 @@ The small public API (imported lazily, so ``distilkit --help`` stays fast)::
     dset = DistilledSet.load(out)
     run_audits(out, only=["recognition"])          # writes audit/report.json and the card section
     publish_set(out, "user/fmnist-dm-ipc10")        # needs a Hugging Face token
+    compare_sets([out, other], "comparison")        # the study's overlays across sets of one source
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ _EXPORTS = {
     "publish_set": "distilkit.hub.publish",
     "verify_set": "distilkit.hub.verify",
     "run_audits": "distilkit.audit.report",
+    "compare_sets": "distilkit.compare",
     "create_model": "distilkit.models",
     "register_method": "distilkit.methods",
     "list_methods": "distilkit.methods",

@@ -38,6 +38,13 @@ def test_each_audit_on_smoke_preset(name, smoke_set, accelerator, tmp_path):
     assert entry["summary"] and all(isinstance(k, str) for k in entry["summary"])
     for figure in entry["figures"]:
         assert (folder / figure).stat().st_size > 0
+    for test in entry.get("tests", []):  # what a verdict follows from: an interval or a test, and its outcome
+        assert test["outcome"] in ("holds", "does not hold", "inconclusive at this budget")
+        assert test["ci"] is not None or test["p"] is not None
+    if entry.get("tests"):
+        assert entry["tests"][0]["outcome"] in entry["verdict"]
+    if name in ("mixing", "sensitivity", "agreement", "influence"):
+        assert entry["tests"]
 
 
 def test_report_schema_card_section_and_partial_rerun(smoke_set, accelerator, tmp_path):

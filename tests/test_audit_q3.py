@@ -127,6 +127,13 @@ def test_influence_audit_on_smoke_preset_with_its_random_real_baseline(tmp_path,
     assert 0 < summary["sign_test_p_class_matched"] <= 1
     assert "Random real images of the same number" in entry["verdict"]
     assert 0 < summary["difference_p_vs_random_real"] <= 1
+    # the noise floor: leave-one-out from a second init, its top-k overlap next to the semantic scores
+    assert summary["noise_floor/inits"] == 2 and summary["noise_floor/images"] == 20
+    assert 0 <= summary["noise_floor/top_k_overlap"] <= 1 and summary["noise_floor/chance_overlap"] == 0.05
+    assert "Noise floor" in entry["verdict"] and "TracIn (not used)" in entry["verdict"]
+    assert isinstance(summary["tracin_substitute"], bool)
+    assert [t["claim"] for t in entry["tests"]] == ["each image's top-k shares a sub-concept beyond its classes",
+                                                    "top-k sets are reproducible across initialisations"]
     artifact = load_file(str(folder / "audit" / "influence.safetensors"))
     assert artifact["influence"].shape == artifact["random_real_influence"].shape == (20, 60)
     assert not torch.equal(artifact["influence"], artifact["random_real_influence"])
@@ -137,3 +144,13 @@ def test_influence_audit_on_smoke_preset_with_its_random_real_baseline(tmp_path,
     entry = run_audits(folder, only=["influence"], preset="smoke", accelerator=accelerator,
                        overrides={"influence": {"random_real_baseline": False}})["audits"]["influence"]
     assert not any(key.startswith("random_real/") for key in entry["summary"])
+
+
+def test_top_k_overlap():
+    from distilkit.audit.influence import top_k_overlap
+
+    a = torch.tensor([[5.0, 4, 3, 0, 0], [1, 2, 3, 4, 5]])
+    b = torch.tensor([[5.0, 0, 3, 4, 0], [5, 4, 3, 2, 1]])
+    # row 0: top-2 {0, 1} vs {0, 3} -> 1/2; row 1: {4, 3} vs {0, 1} -> 0
+    assert top_k_overlap(a, b, 2).tolist() == [0.5, 0.0]
+    assert top_k_overlap(a, a, 3).tolist() == [1.0, 1.0]

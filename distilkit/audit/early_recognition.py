@@ -9,7 +9,9 @@ Plateau rule (stored in the report with its parameters): smooth the distilled-se
 trailing moving average over ``window`` iterations; the plateau iteration is the first iteration at
 which the smoothed curve comes within ``plateau_tolerance`` of its maximum over the run. Reported:
 that iteration, the (equally smoothed) real test accuracy there and at the end, and the gain in
-between. The study found distilled accuracy saturating early (BPTT/TM at 1.0 by iteration ~100–150,
+between. The cross-entropy of the distilled set (hard labels) is recorded along the same run
+(``distilled_loss`` in the report's series; its minimum and end in the summary). The study found
+distilled accuracy saturating early (BPTT/TM at 1.0 by iteration ~100–150,
 DM ~0.75) while test accuracy keeps rising.
 """
 
@@ -39,6 +41,15 @@ def plateau_iteration(distilled_accuracy: torch.Tensor, window: int, tolerance: 
     return int(torch.nonzero(smoothed >= smoothed.max() - tolerance)[0])
 
 
+@torch.no_grad()
+def _accuracy_and_loss(model, images: torch.Tensor, labels: torch.Tensor, device) -> tuple[float, float]:
+    """Accuracy and mean cross-entropy (hard labels) of ``model`` in eval mode on ``images``."""
+    model.eval()
+    logits = torch.cat([model(part.to(device)).float().cpu() for part in images.split(1000)])
+    return ((logits.argmax(1) == labels).float().mean().item(),
+            torch.nn.functional.cross_entropy(logits, labels).item())
+
+
 @register_audit(
     "early-recognition", question=2, summary="distilled-set accuracy along real training vs real test accuracy",
     defaults={"model": "convnet", "protocol": STUDY_REAL, "iterations": 300, "window": 10,
@@ -53,11 +64,12 @@ def audit_early_recognition(dset: DistilledSet, real: RealData, cfg: dict, ctx: 
     model = seeded_model(cfg["model"], real, ctx.seed)
     images = real.batch(torch.arange(real.train_labels.shape[0]))
     distilled_acc = torch.empty(steps + 1)
+    distilled_loss = torch.empty(steps + 1)
     test_acc = torch.empty(steps + 1)
     bar = tqdm(total=steps + 1, desc="early-recognition", disable=not ctx.accelerator.is_local_main_process)
     for t in training_steps(model, images, real.train_labels, protocol, torch.Generator().manual_seed(ctx.seed + 7919),
                             device=ctx.device, steps=steps):
-        distilled_acc[t] = (predict(model, dset.images, ctx.device) == dset.labels).float().mean()
+        distilled_acc[t], distilled_loss[t] = _accuracy_and_loss(model, dset.images, dset.labels, ctx.device)
         test_acc[t] = (predict(model, test_images, ctx.device) == test_labels).float().mean()
         bar.update()
     bar.close()
@@ -76,14 +88,20 @@ def audit_early_recognition(dset: DistilledSet, real: RealData, cfg: dict, ctx: 
         "test_accuracy_end": round(smooth_test[-1].item(), 4),
         "test_gain_after_plateau": round((smooth_test[-1] - smooth_test[plateau]).item(), 4),
         "first_iteration_all_distilled_correct": int(perfect[0]) if perfect.numel() else None,
+        "distilled_loss_start": round(distilled_loss[0].item(), 4),
+        "distilled_loss_min": round(distilled_loss.min().item(), 4),
+        "distilled_loss_min_iteration": int(distilled_loss.argmin()),
+        "distilled_loss_at_plateau": round(distilled_loss[plateau].item(), 4),
+        "distilled_loss_end": round(distilled_loss[-1].item(), 4),
     }
     marks = sorted({0, plateau, steps // 4, steps // 2, steps} & set(range(steps + 1)))
     table = Table(f"Real training ({cfg['model']}, batch {protocol.batch_size}, lr {protocol.lr}): accuracy along the "
-                  f"run (raw)", ["iteration", "distilled-set accuracy", "real test accuracy"],
-                  [[t, round(distilled_acc[t].item(), 4), round(test_acc[t].item(), 4)] for t in marks])
+                  f"run (raw)", ["iteration", "distilled-set accuracy", "distilled-set loss", "real test accuracy"],
+                  [[t, round(distilled_acc[t].item(), 4), round(distilled_loss[t].item(), 4),
+                    round(test_acc[t].item(), 4)] for t in marks])
 
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7, 3.6))
+    fig, (ax, loss_ax) = plt.subplots(1, 2, figsize=(12, 3.6))
     xs = list(range(steps + 1))
     ax.plot(xs, distilled_acc.tolist(), alpha=0.3, color="C0")
     ax.plot(xs, smooth_distilled.tolist(), color="C0", label=f"distilled set ({dset.method})")
@@ -93,7 +111,14 @@ def audit_early_recognition(dset: DistilledSet, real: RealData, cfg: dict, ctx: 
     ax.set_xlabel("iteration of real training")
     ax.set_ylabel("accuracy")
     ax.legend(fontsize=8)
+    loss_ax.plot(xs, distilled_loss.tolist(), color="C0", label=f"distilled set ({dset.method}), hard labels")
+    loss_ax.axvline(plateau, color="grey", linestyle="--")
+    loss_ax.set_xlabel("iteration of real training")
+    loss_ax.set_ylabel("cross-entropy on the distilled set")
+    loss_ax.legend(fontsize=8)
     figure = save_figure(fig, ctx.out_dir, "early_recognition.png")
+    series = {"distilled_accuracy": distilled_acc.tolist(), "distilled_loss": distilled_loss.tolist(),
+              "test_accuracy": test_acc.tolist()}
 
     gain = summary["test_gain_after_plateau"]
     verdict = (f"A model trained on real data reaches its plateau on the distilled set "
@@ -102,4 +127,7 @@ def audit_early_recognition(dset: DistilledSet, real: RealData, cfg: dict, ctx: 
                f"{summary['test_accuracy_end']:.3f} at the end ({gain:+.3f})"
                + (": the distilled set captures what is learned early, as the study found." if gain > 0.01 and
                   plateau < steps * 0.75 else ", which does not show the study's early saturation."))
-    return AuditResult(summary=summary, verdict=verdict, tables=[table], figures=[figure])
+    verdict += (f" The distilled set's loss goes from {summary['distilled_loss_start']:.3f} to its minimum "
+                f"{summary['distilled_loss_min']:.3f} at iteration {summary['distilled_loss_min_iteration']} and "
+                f"ends at {summary['distilled_loss_end']:.3f}.")
+    return AuditResult(summary=summary, verdict=verdict, tables=[table], figures=[figure], series=series)

@@ -15,34 +15,44 @@ study's qualitative claim ("each top set shares a sub-concept") measurable:
   than a same-class set for that reason alone; only the class-matched baseline isolates the
   study's claim that a top set shares a sub-concept beyond its classes.
 
+Noise floor: exact leave-one-out is repeated from ``inits`` − 1 further initialisations (on the
+images exact LOO covers: the whole set, or the check subset under TracIn); reported next to the
+semantic scores are the mean top-k overlap of each image between the inits (chance: k / test
+images), its bootstrap interval over images, and the Spearman correlation of the matrices. A
+top-k that changes with the init cannot carry a stable sub-concept.
+
 The fast estimator's agreement with exact LOO is always reported (Spearman rank correlation over
 all (i, t) pairs): on the whole set when exact LOO is run, else on a class-balanced subset of
-``check_size`` distilled images. The influence matrix is saved as ``audit/influence.safetensors``.
+``check_size`` distilled images. TracIn counts as a substitute for exact LOO only when that
+correlation is at least 0.5 and at least the LOO-vs-LOO correlation between inits (it must track
+LOO as well as LOO tracks itself); otherwise the verdict says so, and when TracIn was the estimator
+the Q3 outcome is "inconclusive at this budget". The influence matrix is saved as ``audit/influence.safetensors``.
 Under Accelerate the leave-one-out models are split across the processes (``distributed`` audit);
 the main process gathers the matrix and does the rest.
 """
 
 from __future__ import annotations
 
-import math
 import os
 
 import torch
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from distilkit.audit.common import pyplot, save_figure, to_original_pixels
+from distilkit.audit.common import audit_seed, pyplot, save_figure, to_original_pixels
 from distilkit.audit.loo import influence_from_losses, loo_test_losses, spearman, tracin
 from distilkit.audit.real_models import penultimate
 from distilkit.audit.real_runs import STUDY_DISTILLED, balanced_subsample, seeded_model, test_split
 from distilkit.audit.recognition import panel_protocol
 from distilkit.audit.registry import AuditContext, AuditResult, Table, register_audit
+from distilkit.audit.stats import OPEN, outcome_from_test, paired_test, sign_test_p, two_proportion_p
 from distilkit.data.real import RealData
 from distilkit.distilled import DistilledSet
 from distilkit.errors import DistilkitError
 from distilkit.train import TrainConfig
 
 ESTIMATORS = ("auto", "exact", "tracin")
+TRACIN_MIN_SPEARMAN = 0.5
 ARTIFACT = "influence.safetensors"
 
 
@@ -88,21 +98,6 @@ def random_same_class_coherence(features: torch.Tensor, labels: torch.Tensor, nu
     return mean_pairwise_cosine(features[draws]).mean(1)
 
 
-def sign_test_p(successes: int, trials: int) -> float:
-    """Two-sided exact binomial sign test of ``successes`` out of ``trials`` against p = 1/2."""
-    if trials == 0:
-        return 1.0
-    tail = min(successes, trials - successes)
-    return min(1.0, 2 * sum(math.comb(trials, i) for i in range(tail + 1)) / 2**trials)
-
-
-def two_proportion_p(a: float, n_a: int, b: float, n_b: int) -> float:
-    """Two-sided p-value of the pooled two-proportion z-test for shares ``a`` of ``n_a`` and ``b`` of ``n_b``."""
-    pooled = (a * n_a + b * n_b) / (n_a + n_b)
-    spread = math.sqrt(pooled * (1 - pooled) * (1 / n_a + 1 / n_b))
-    return 1.0 if spread == 0 else math.erfc(abs(a - b) / spread / math.sqrt(2))
-
-
 def class_matched_coherence(features: torch.Tensor, labels: torch.Tensor, top: torch.Tensor, sets: int,
                             seed: int) -> torch.Tensor:
     """[N]: mean pairwise cosine of ``sets`` random sets per row of ``top`` [N, k] with the same class
@@ -130,6 +125,7 @@ def _influence(images, targets, labels, test_images, test_labels, init, protocol
         influence = exact_influence(images, targets, test_images, test_labels, init, protocol, cfg, lr,
                                     ctx.accelerator)
         subset = torch.arange(n)
+        small_exact = influence
     else:  # TracIn, validated against exact leave-one-out on a class-balanced subset of the set
         subset = balanced_subsample(labels, max(1, cfg["check_size"] // num_classes), ctx.seed)
         small_exact = exact_influence(images[subset], targets[subset], test_images, test_labels, init, protocol,
@@ -145,7 +141,14 @@ def _influence(images, targets, labels, test_images, test_labels, init, protocol
         small_fast = tracin(init, images[subset], targets[subset], test_images, test_labels, protocol, checkpoints,
                             lr, device=ctx.device)
         correlation = spearman(small_fast, small_exact)
-    return influence, correlation, int(subset.numel())
+    return influence, correlation, int(subset.numel()), small_exact, subset
+
+
+def top_k_overlap(a: torch.Tensor, b: torch.Tensor, k: int) -> torch.Tensor:
+    """[N]: the share of row i's top-k columns of ``a`` that are also among its top-k of ``b``."""
+    k = min(k, a.shape[1])
+    top_a, top_b = a.topk(k, dim=1).indices, b.topk(k, dim=1).indices
+    return (top_a.unsqueeze(2) == top_b.unsqueeze(1)).any(2).float().mean(1)
 
 
 def _semantics(influence: torch.Tensor, labels: torch.Tensor, test_labels: torch.Tensor, features: torch.Tensor,
@@ -184,7 +187,7 @@ def _summary(stats: dict[str, torch.Tensor]) -> dict:
     defaults={"model": "convnet", "protocol": STUDY_DISTILLED, "estimator": "auto", "exact_limit": 1000,
               "check_size": 50, "tracin_checkpoints": 30, "top_k": 9, "test_subsample": None, "model_chunk": 16,
               "strategy": "auto", "coherence_model": "convnet", "coherence_epochs": 40, "random_sets": 50,
-              "max_class_figures": 10, "random_real_baseline": True},
+              "max_class_figures": 10, "random_real_baseline": True, "inits": 2, "resamples": 2000},
     presets={"cpu": {"model": "convnet-w16", "protocol": {**STUDY_DISTILLED, "iterations": 60},
                      "test_subsample": 500, "coherence_model": "convnet-w32", "coherence_epochs": 5},
              "smoke": {"model": "convnet-w8-d2", "protocol": {**STUDY_DISTILLED, "iterations": 4},
@@ -215,9 +218,18 @@ def audit_influence(dset: DistilledSet, real: RealData, cfg: dict, ctx: AuditCon
         base_labels = real.train_labels[pick]
         baseline = _influence(real.batch(pick), base_labels, base_labels, test_images, test_labels, init, protocol,
                               cfg, None, estimator, ctx, dset.num_classes)
+    if int(cfg["inits"]) < 1:
+        raise DistilkitError("influence: inits must be at least 1 (2 or more give the noise floor)")
+    repeats = []  # the noise floor: exact LOO from further inits, on the images exact LOO covers
+    covered = torch.arange(n) if estimator == "exact" else balanced_subsample(
+        labels, max(1, cfg["check_size"] // dset.num_classes), ctx.seed)
+    for i in range(1, int(cfg["inits"])):
+        other = seeded_model(cfg["model"], real, audit_seed("influence-init", ctx.seed, i))
+        repeats.append(exact_influence(images[covered], targets[covered], test_images, test_labels, other, protocol,
+                                       cfg, lr, ctx.accelerator))
     if measured is None:  # not the main process: its share of the leave-one-out models is done
         return AuditResult(summary={}, verdict="")
-    influence, correlation, checked = measured
+    influence, correlation, checked, exact_checked, _ = measured
 
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     tmp = ctx.out_dir / f".{ARTIFACT}.tmp{os.getpid()}"
@@ -241,6 +253,34 @@ def audit_influence(dset: DistilledSet, real: RealData, cfg: dict, ctx: AuditCon
                "top_k": top.shape[1], **_summary(stats),
                "chance_purity": round(class_share[labels].mean().item(), 4),
                "tracin_vs_exact_spearman": round(correlation, 4), "tracin_check_images": checked}
+    tests = []
+    above = round(summary["share_more_coherent_than_class_matched"] * n)
+    tests.append({"claim": "each image's top-k shares a sub-concept beyond its classes",
+                  "statistic": "share of images whose top-k is more coherent than class-matched random sets",
+                  "estimate": summary["share_more_coherent_than_class_matched"], "ci": None,
+                  "p": summary["sign_test_p_class_matched"], "effect": round(2 * above / n - 1, 4), "n": n,
+                  "method": "two-sided exact sign test against 1/2, α = 0.05",
+                  "outcome": outcome_from_test(summary["sign_test_p_class_matched"], 2 * above / n - 1, +1)})
+    loo_vs_loo = None
+    if repeats:
+        overlaps = torch.stack([top_k_overlap(exact_checked, again, k) for again in repeats]).mean(0)
+        chance = min(k, test_labels.numel()) / test_labels.numel()
+        loo_vs_loo = sum(spearman(exact_checked, again) for again in repeats) / len(repeats)
+        floor = paired_test("top-k sets are reproducible across initialisations",
+                            f"top-{top.shape[1]} overlap between LOO inits minus chance ({chance:.3f})",
+                            (overlaps - chance).tolist(), +1, seed=ctx.seed, resamples=int(cfg["resamples"]),
+                            unit="distilled images")
+        tests.append(floor)
+        summary |= {"noise_floor/inits": int(cfg["inits"]), "noise_floor/images": int(covered.numel()),
+                    "noise_floor/top_k_overlap": round(overlaps.mean().item(), 4),
+                    "noise_floor/chance_overlap": round(chance, 4), "noise_floor/overlap_minus_chance_ci": floor["ci"],
+                    "noise_floor/loo_vs_loo_spearman": round(loo_vs_loo, 4), "noise_floor/outcome": floor["outcome"]}
+    substitute = correlation >= TRACIN_MIN_SPEARMAN and (loo_vs_loo is None or correlation >= loo_vs_loo)
+    summary["tracin_substitute"] = bool(substitute)
+    summary["tracin_rule"] = (f"TracIn substitutes for exact LOO only if its Spearman with LOO is "
+                              f"≥ {TRACIN_MIN_SPEARMAN} and ≥ the LOO-vs-LOO Spearman between inits")
+    if estimator == "tracin" and not substitute:
+        tests[0]["outcome"] = OPEN  # the scores come from an estimator that does not track leave-one-out here
     if baseline is not None:
         base_stats = _semantics(baseline[0], base_labels, test_labels, features, k, dset.num_classes, cfg, ctx.seed)
         summary |= {f"random_real/{key}": value for key, value in _summary(base_stats).items()}
@@ -267,24 +307,45 @@ def audit_influence(dset: DistilledSet, real: RealData, cfg: dict, ctx: AuditCon
                             ["measure", f"distilled ({dset.method})", "random real"],
                             [[key, summary[key], summary[f"random_real/{key}"]] for key in keys]))
     figures = class_grids(dset, test_images, test_labels, top, real, ctx, cfg["max_class_figures"])
-    return AuditResult(summary=summary, verdict=_verdict(summary, top.shape[1], correlation, checked),
-                       tables=tables, figures=figures, artifacts=[f"{ctx.out_dir.name}/{ARTIFACT}"])
+    if repeats:
+        tables.insert(1, Table("Noise floor: exact leave-one-out from another initialisation",
+                               ["measure", "value"],
+                               [["inits", summary["noise_floor/inits"]],
+                                ["images compared", summary["noise_floor/images"]],
+                                [f"mean top-{top.shape[1]} overlap between inits",
+                                 summary["noise_floor/top_k_overlap"]],
+                                ["chance overlap", summary["noise_floor/chance_overlap"]],
+                                ["95% CI of overlap − chance", str(summary["noise_floor/overlap_minus_chance_ci"])],
+                                ["Spearman LOO vs LOO (between inits)", summary["noise_floor/loo_vs_loo_spearman"]],
+                                ["Spearman TracIn vs LOO", summary["tracin_vs_exact_spearman"]]]))
+    series = {"coherence": stats["coherence"].tolist(), "class_matched": stats["matched"].tolist(),
+              "purity": stats["purity"].tolist()}
+    return AuditResult(summary=summary, verdict=_verdict(summary, top.shape[1], correlation, checked, tests),
+                       tables=tables, figures=figures, artifacts=[f"{ctx.out_dir.name}/{ARTIFACT}"], tests=tests,
+                       series=series)
 
 
-def _verdict(summary: dict, k: int, correlation: float, checked: int) -> str:
+def _verdict(summary: dict, k: int, correlation: float, checked: int, tests: list[dict]) -> str:
     same_class = summary["coherence_top_k"] > summary["coherence_random_same_class"]
-    beyond_classes = (summary["coherence_top_k"] > summary["coherence_random_class_matched"]
-                      and summary["sign_test_p_class_matched"] < 0.05)
+    outcome = tests[0]["outcome"]
+    said = {"holds": "as the study found", "does not hold": "unlike the study's finding"}.get(
+        outcome, "so the study's finding is open")
     verdict = (f"Each distilled image's top-{k} influenced test images are "
                f"{100 * summary['class_purity']:.0f}% its own class (chance {100 * summary['chance_purity']:.0f}%); "
                f"their features are {'more' if same_class else 'less'} alike than random same-class sets "
-               f"(cosine {summary['coherence_top_k']:.3f} vs {summary['coherence_random_same_class']:.3f}) and "
-               f"{'more' if beyond_classes else 'less'} alike than random sets with the same class make-up "
-               f"({summary['coherence_random_class_matched']:.3f}; "
-               f"{100 * summary['share_more_coherent_than_class_matched']:.0f}% of images, sign test p = "
-               f"{summary['sign_test_p_class_matched']:.2g})"
-               + (": single distilled points pick out sub-concepts beyond their classes, as the study found."
-                  if beyond_classes else ": no sign of the sub-concept structure the study found."))
+               f"(cosine {summary['coherence_top_k']:.3f} vs {summary['coherence_random_same_class']:.3f}); against "
+               f"random sets with the same class make-up ({summary['coherence_random_class_matched']:.3f}) "
+               f"{100 * summary['share_more_coherent_than_class_matched']:.0f}% of images are more alike, sign test "
+               f"p = {summary['sign_test_p_class_matched']:.2g}: the study's finding (sub-concepts beyond classes) "
+               f"{outcome} ({said}).")
+    if "noise_floor/top_k_overlap" in summary:
+        verdict += (f" Noise floor: from another initialisation exact leave-one-out shares "
+                    f"{100 * summary['noise_floor/top_k_overlap']:.0f}% of each top-{k} (chance "
+                    f"{100 * summary['noise_floor/chance_overlap']:.0f}%; overlap − chance 95% CI "
+                    f"[{summary['noise_floor/overlap_minus_chance_ci'][0]:+.3f}, "
+                    f"{summary['noise_floor/overlap_minus_chance_ci'][1]:+.3f}], so reproducibility across inits "
+                    f"{summary['noise_floor/outcome']}; LOO-vs-LOO Spearman "
+                    f"{summary['noise_floor/loo_vs_loo_spearman']:.2f}).")
     if "random_real/class_purity" in summary:
         share, base_share = summary["share_more_coherent_than_class_matched"], \
             summary["random_real/share_more_coherent_than_class_matched"]
@@ -294,7 +355,14 @@ def _verdict(summary: dict, k: int, correlation: float, checked: int) -> str:
                     + (f"the pattern is {'stronger' if share > base_share else 'weaker'} for the distilled set."
                        if p_diff < 0.05 else "the distilled set is not distinguishable from a small real training "
                                              "set in this respect."))
-    return verdict + f" TracIn vs exact leave-one-out: Spearman {correlation:.2f} ({checked} images)."
+    role = "the estimator" if summary["estimator"] == "tracin" else "not used"
+    verdict += (f" TracIn ({role}) vs exact leave-one-out: Spearman {correlation:.2f} ({checked} images); "
+                + ("it tracks LOO well enough to stand in for it." if summary["tracin_substitute"] else
+                   "too low to substitute for leave-one-out (rule: ≥ 0.5 and ≥ the LOO-vs-LOO Spearman)"
+                   + (", so the semantic scores above are not evidence." if summary["estimator"] == "tracin"
+                      else "."))
+                )
+    return verdict
 
 
 def class_grids(dset: DistilledSet, test_images: torch.Tensor, test_labels: torch.Tensor, top: torch.Tensor,

@@ -5,6 +5,13 @@ on IPC random real images per class plus the same k. Real additions are nested (
 contain the k=2 ones) and seeded; k is capped by what the smallest class has left. The study found
 that a little real data *lowers* accuracy, and that the curves meet only at k=250. Training uses
 hard labels throughout (as the study did), also for sets that carry soft labels.
+
+Uncertainty: every seed trains the distilled and the baseline runs from the same initialisation
+seed and with the same real additions, so differences are paired by seed. The verdict follows from
+a paired-seed bootstrap interval (:mod:`distilkit.audit.stats`) of the per-seed change from k = 0
+averaged over the small k (0 < k ≤ 10): "holds" when the interval lies below 0, "does not hold"
+when above, else (or with fewer than 3 seeds) "inconclusive at this budget". Per k, the interval of
+distilled − random says where the curves meet: the first k whose interval is not wholly above 0.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import torch
 
 from distilkit.audit.common import pyplot, save_figure, share
 from distilkit.audit.registry import AuditContext, AuditResult, Table, register_audit
+from distilkit.audit.stats import FAILS, HOLDS, describe, paired_test
 from distilkit.data.real import RealData
 from distilkit.distilled import DistilledSet
 from distilkit.train import TrainConfig, train_and_test
@@ -26,9 +34,9 @@ PAPER = {"model": "convnet", "iterations": 300, "batch_size": None, "lr": 0.01, 
 @register_audit(
     "mixing", question=1, summary="distilled + k real images per class vs random real + k",
     distributed=True,
-    defaults={"ks": [0, 2, 10, 50, 250], "seeds": 3, "protocol": PAPER},
-    presets={"cpu": {"seeds": 2, "protocol": {**PAPER, "model": "convnet-w32", "batch_size": 256, "iterations": 150}},
-             "smoke": {"ks": [0, 2], "seeds": 1, "protocol": {**PAPER, "model": "convnet-w8-d2", "iterations": 10}}},
+    defaults={"ks": [0, 2, 10, 50, 250], "seeds": 5, "protocol": PAPER, "resamples": 2000},
+    presets={"cpu": {"seeds": 3, "protocol": {**PAPER, "model": "convnet-w32", "batch_size": 256, "iterations": 150}},
+             "smoke": {"ks": [0, 2], "seeds": 2, "protocol": {**PAPER, "model": "convnet-w8-d2", "iterations": 10}}},
 )
 def audit_mixing(dset: DistilledSet, real: RealData, cfg: dict, ctx: AuditContext) -> AuditResult:
     protocol = TrainConfig(**cfg["protocol"])
@@ -58,16 +66,32 @@ def audit_mixing(dset: DistilledSet, real: RealData, cfg: dict, ctx: AuditContex
         acc[(name, k)].append(value)
     mean = {key: statistics.fmean(v) for key, v in acc.items()}
     std = {key: statistics.pstdev(v) for key, v in acc.items()}
-    rows = [[k, round(mean[("distilled", k)], 4), round(std[("distilled", k)], 4), round(mean[("random", k)], 4),
-             round(std[("random", k)], 4)] for k in ks]
+    seeds, resamples = cfg["seeds"], int(cfg["resamples"])
+    gaps = {k: paired_test(f"distilled + {k} above random + {k}", f"distilled − random accuracy, k = {k}",
+                           [acc[("distilled", k)][s] - acc[("random", k)][s] for s in range(seeds)], +1,
+                           seed=ctx.seed, resamples=resamples) for k in ks}
     small = [k for k in ks if 0 < k <= 10]
-    dip = min((mean[("distilled", k)] - mean[("distilled", 0)] for k in small), default=0.0)
-    meet = next((k for k in ks if mean[("distilled", k)] - mean[("random", k)] <= 0.01), None)
+    dip_test = None
+    if small:
+        dip_test = paired_test("a little real data lowers accuracy",
+                               f"mean change from k = 0 over k in {small}",
+                               [statistics.fmean(acc[("distilled", k)][s] - acc[("distilled", 0)][s] for k in small)
+                                for s in range(seeds)], -1, seed=ctx.seed, resamples=resamples)
+    meet = next((k for k in ks if gaps[k]["ci"][0] <= 0), None)
     summary = {"distilled_only": round(mean[("distilled", 0)], 4), "random_only": round(mean[("random", 0)], 4),
-               "largest_dip_small_k": round(dip, 4), "curves_meet_at_k": meet, "ks": ks, "seeds": cfg["seeds"]}
+               "curves_meet_at_k": meet, "ks": ks, "seeds": seeds}
+    if dip_test is not None:
+        summary |= {"small_k_change": dip_test["estimate"], "small_k_change_ci": dip_test["ci"],
+                    "small_k_outcome": dip_test["outcome"]}
     for k in ks:
         summary[f"distilled_k{k}"] = round(mean[("distilled", k)], 4)
         summary[f"random_k{k}"] = round(mean[("random", k)], 4)
+    rows = [[k, round(mean[("distilled", k)], 4), round(std[("distilled", k)], 4), round(mean[("random", k)], 4),
+             round(std[("random", k)], 4), gaps[k]["estimate"], f"[{gaps[k]['ci'][0]:+.4f}, {gaps[k]['ci'][1]:+.4f}]"]
+            for k in ks]
+    series = {"ks": ks, "distilled_mean": [mean[("distilled", k)] for k in ks],
+              "random_mean": [mean[("random", k)] for k in ks], "distilled_std": [std[("distilled", k)] for k in ks],
+              "random_std": [std[("random", k)] for k in ks], "difference_ci": [gaps[k]["ci"] for k in ks]}
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -80,14 +104,16 @@ def audit_mixing(dset: DistilledSet, real: RealData, cfg: dict, ctx: AuditContex
     ax.set_ylabel("real test accuracy")
     ax.legend(fontsize=8)
     figure = save_figure(fig, ctx.out_dir, "mixing_curve.png")
-    if dip < -0.005:
-        verdict = (f"Adding a few real images per class lowers accuracy (largest drop {100 * dip:.1f} points "
-                   "at k ≤ 10), as the study found.")
+    if dip_test is None:
+        verdict = "No k between 1 and 10 fits the smallest class, so the study's small-k claim is untested."
     else:
-        verdict = (f"Adding a few real images per class does not lower accuracy here (change {100 * dip:+.1f} "
-                   "points at k ≤ 10), unlike the study's finding.")
-    verdict += (f" The distilled and random curves meet (within 1 point) at k = {meet}." if meet is not None
-                else " The distilled curve stays above the random one for every k tried.")
-    table = Table(f"Test accuracy, {protocol.model}, {protocol.iterations} iterations, {cfg['seeds']} seeds",
-                  ["k real / class", "distilled + k", "std", "random + k", "std"], rows)
-    return AuditResult(summary=summary, verdict=verdict, tables=[table], figures=[figure])
+        said = {HOLDS: "as the study found", FAILS: "unlike the study's finding"}.get(dip_test["outcome"],
+                                                                                   "so the study's finding is open")
+        verdict = (f"Does a little real data (k ≤ 10 per class) lower the distilled set's accuracy? "
+                   f"{describe(dip_test)} ({said}).")
+    verdict += (f" The distilled advantage over random real data is no longer clear of 0 from k = {meet} on."
+                if meet is not None else " The distilled curve stays clearly above the random one for every k tried.")
+    table = Table(f"Test accuracy, {protocol.model}, {protocol.iterations} iterations, {seeds} seeds",
+                  ["k real / class", "distilled + k", "std", "random + k", "std", "difference", "95% CI"], rows)
+    tests = ([dip_test] if dip_test is not None else []) + [gaps[k] for k in ks]
+    return AuditResult(summary=summary, verdict=verdict, tables=[table], figures=[figure], tests=tests, series=series)

@@ -40,13 +40,17 @@ class Table:
 @dataclass
 class AuditResult:
     """What an audit returns: scalars for the card YAML, tables and figures for its body, a verdict
-    sentence in plain language, and artifact files (relative to the set folder)."""
+    sentence in plain language, and artifact files (relative to the set folder). ``tests`` are the
+    intervals and tests the verdict follows from (dicts of :mod:`distilkit.audit.stats`); ``series``
+    holds the curves and distributions behind the figures (for ``distilkit compare``'s overlays)."""
 
     summary: dict[str, Any]
     verdict: str
     tables: list[Table] = field(default_factory=list)
     figures: list[str] = field(default_factory=list)
     artifacts: list[str] = field(default_factory=list)
+    tests: list[dict[str, Any]] = field(default_factory=list)
+    series: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

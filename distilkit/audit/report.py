@@ -1,8 +1,11 @@
 """Run audits on a distilled set and write the report: ``audit/report.json``, figures, and the card.
 
 ``audit/report.json`` = {"distilkit_version", "created", "set", "source", "audits": {NAME: {"question",
-"preset", "seed", "config", "summary", "verdict", "tables", "figures", "artifacts", "date"}}}. The
-card gets the summaries under ``distilkit.audits`` and a human section between the audit markers.
+"preset", "seed", "config", "summary", "verdict", "tests", "series", "tables", "figures", "artifacts",
+"date", "seconds"}}}: ``tests`` are the intervals and tests the verdict follows from (see
+:mod:`distilkit.audit.stats`), ``series`` the curves behind the figures. The card gets the summaries
+(and each test's estimate, interval or p-value and outcome) under ``distilkit.audits`` and a human
+section between the audit markers.
 Re-running replaces only the audits it re-ran, keeps the others, and writes every file atomically.
 """
 
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from pathlib import Path
 
 from distilkit import jsonio
@@ -45,9 +49,24 @@ def load_report(folder: Path) -> dict:
 
 
 def card_audit_entries(report: dict) -> dict:
-    """What the card's ``distilkit.audits`` holds per audit: question, preset, date and summary."""
+    """What the card's ``distilkit.audits`` holds per audit: question, preset, date, summary and its tests."""
     return jsonio.finite({name: {"question": a["question"], "preset": a["preset"], "date": a["date"],
-                                 "summary": a["summary"]} for name, a in report.get("audits", {}).items()})
+                                 "summary": a["summary"], **_card_tests(a.get("tests"))}
+                          for name, a in report.get("audits", {}).items()})
+
+
+def tests_table(tests: list[dict]) -> Table:
+    """The intervals and tests behind a verdict, one row each."""
+    rows = []
+    for t in tests:
+        if t.get("ci") is not None:
+            evidence = f"95% CI [{t['ci'][0]:+.4f}, {t['ci'][1]:+.4f}]"
+        else:
+            evidence = f"p = {t['p']:.3g}" + (f", effect {t['effect']:+.2f}" if t.get("effect") is not None else "")
+        estimate = f"{t['estimate']:+.4f}" if isinstance(t.get("estimate"), (int, float)) else "-"
+        rows.append([t["claim"], t["statistic"], estimate, evidence, t["n"], t["method"], t["outcome"]])
+    return Table("Intervals and tests behind the verdict",
+                 ["claim", "statistic", "estimate", "interval / test", "n", "method", "outcome"], rows)
 
 
 def audit_markdown(report: dict) -> str:
@@ -66,9 +85,19 @@ def audit_markdown(report: dict) -> str:
         for name in names:
             entry = audits[name]
             parts.append(f"#### `{name}` ({entry['preset']} preset, seed {entry['seed']}, {entry['date']})")
+            if entry.get("tests"):
+                parts.append(tests_table(entry["tests"]).to_markdown())
             parts += [Table(**t).to_markdown() for t in entry.get("tables", [])]
             parts += [f"![{name}]({fig})" for fig in entry.get("figures", [])]
     return "\n\n".join(parts)
+
+
+def _card_tests(tests: list[dict] | None) -> dict:
+    """The tests as they go into the card YAML: claim, estimate, interval or p-value, outcome."""
+    if not tests:
+        return {}
+    keep = ("claim", "estimate", "ci", "p", "n", "outcome")
+    return {"tests": [{k: t[k] for k in keep if t.get(k) is not None} for t in tests]}
 
 
 def run_audits(folder: str | Path, only: list[str] | None = None, preset: str = "cpu", seed: int = 0,
@@ -102,12 +131,15 @@ def run_audits(folder: str | Path, only: list[str] | None = None, preset: str = 
     for spec in sorted(specs, key=lambda spec: not spec.distributed):
         if not (accelerator.is_main_process or spec.distributed):
             continue
+        started = time.perf_counter()
         result = spec.fn(dset, real, configs[spec.name], ctx)
         if accelerator.is_main_process:
             entries[spec.name] = {
                 "question": spec.question, "preset": preset, "seed": seed, "config": configs[spec.name],
-                "summary": result.summary, "verdict": result.verdict, "tables": [t.to_dict() for t in result.tables],
-                "figures": result.figures, "artifacts": result.artifacts, "date": today}
+                "summary": result.summary, "verdict": result.verdict, "tests": result.tests, "series": result.series,
+                "tables": [t.to_dict() for t in result.tables],
+                "figures": result.figures, "artifacts": result.artifacts, "date": today,
+                "seconds": round(time.perf_counter() - started, 1)}
     report: dict = {}
     if accelerator.is_main_process:
         # Another audit of this set may have finished while these ran: merge into what is on disk now.

@@ -8,6 +8,13 @@ claim is that distilled data is more sensitive to the training setup than real d
 preset uses the study's protocol and a timm ResNet-18; the ``cpu`` preset halves the iterations and
 swaps the architecture for a BatchNorm/max-pool ConvNet, because a ResNet-18 step takes seconds on
 two cores.
+
+Uncertainty: seed s draws its own random real subset and trains the distilled and the random runs
+of every setup from the same initialisation seed, so per seed the mean relative accuracy loss over
+the non-standard setups (distilled minus random) is a paired difference. Its paired-seed bootstrap
+interval (:mod:`distilkit.audit.stats`) gives the verdict: "holds" (distilled data is more
+sensitive) when the interval lies above 0, "does not hold" when below, otherwise — or with fewer
+than 3 seeds — "inconclusive at this budget".
 """
 
 from __future__ import annotations
@@ -17,8 +24,9 @@ import statistics
 
 import torch
 
-from distilkit.audit.common import pyplot, save_figure, share
+from distilkit.audit.common import audit_seed, pyplot, save_figure, share
 from distilkit.audit.registry import AuditContext, AuditResult, Table, register_audit
+from distilkit.audit.stats import describe, paired_test
 from distilkit.data.real import RealData
 from distilkit.distilled import DistilledSet
 from distilkit.train import TrainConfig, train_and_test
@@ -46,9 +54,9 @@ def setups(base: TrainConfig, arch: str, minibatch: int) -> dict[str, tuple[Trai
 @register_audit(
     "sensitivity", question=1, summary="accuracy spread over training setups, distilled vs random real",
     distributed=True,
-    defaults={"protocol": BASE, "architecture": "timm/resnet18", "minibatch": 32, "seeds": 2},
+    defaults={"protocol": BASE, "architecture": "timm/resnet18", "minibatch": 32, "seeds": 5, "resamples": 2000},
     presets={"cpu": {"protocol": {**BASE, "model": "convnet-w32", "iterations": 150},
-                     "architecture": "convnet-w32-bn-mp", "seeds": 1},
+                     "architecture": "convnet-w32-bn-mp", "seeds": 3},
              "smoke": {"protocol": {**BASE, "model": "convnet-w8-d2", "iterations": 5},
                        "architecture": "convnet-w8-d2-bn", "seeds": 1}},
 )
@@ -56,14 +64,17 @@ def audit_sensitivity(dset: DistilledSet, real: RealData, cfg: dict, ctx: AuditC
     base = TrainConfig(**cfg["protocol"])
     grid = setups(base, cfg["architecture"], cfg["minibatch"])
     test_images, test_labels = real.test_set()
-    pick = real.sample_per_class(dset.ipc, torch.Generator().manual_seed(ctx.seed)).reshape(-1)
-    sets = {"distilled": (dset.images, dset.labels), "random": (real.batch(pick), real.train_labels[pick])}
-    jobs = [(setup, name, s) for setup in grid for name in sets for s in range(cfg["seeds"])]
+    picks = [real.sample_per_class(dset.ipc, torch.Generator().manual_seed(ctx.seed if s == 0 else
+                                   audit_seed("sensitivity-random-subset", ctx.seed, s))).reshape(-1)
+             for s in range(cfg["seeds"])]
+    names = ("distilled", "random")
+    jobs = [(setup, name, s) for setup in grid for name in names for s in range(cfg["seeds"])]
 
     def run(job: tuple[str, str, int]) -> float:
         setup, name, s = job
         protocol, optimizer = grid[setup]
-        x, y = sets[name]
+        pick = picks[s]
+        x, y = (dset.images, dset.labels) if name == "distilled" else (real.batch(pick), real.train_labels[pick])
         return train_and_test(x, y, test_images, test_labels, dset.num_classes, protocol,
                               seed=ctx.seed * 1000 + s, device=ctx.device, optimizer=optimizer)
 
@@ -75,7 +86,7 @@ def audit_sensitivity(dset: DistilledSet, real: RealData, cfg: dict, ctx: AuditC
         runs.setdefault((name, setup), []).append(value)
     acc = {key: statistics.fmean(values) for key, values in runs.items()}
     summary: dict = {"setups": len(grid), "seeds": cfg["seeds"]}
-    for name in sets:
+    for name in names:
         values = [acc[(name, s)] for s in grid]
         standard = acc[(name, "standard")]
         drop = (standard - min(values)) / max(standard, 1e-8)
@@ -85,6 +96,20 @@ def audit_sensitivity(dset: DistilledSet, real: RealData, cfg: dict, ctx: AuditC
     ratio = summary["distilled/largest_relative_drop"] / max(summary["random/largest_relative_drop"], 1e-8)
     summary["drop_ratio_distilled_vs_random"] = round(ratio, 3)
     rows = [[s, round(acc[("distilled", s)], 4), round(acc[("random", s)], 4)] for s in grid]
+    varied = [s for s in grid if s != "standard"]
+
+    def mean_loss(name: str, s: int) -> float:
+        standard = max(runs[(name, "standard")][s], 1e-8)
+        return statistics.fmean((standard - runs[(name, setup)][s]) / standard for setup in varied)
+
+    test = paired_test("distilled data is more sensitive to the training setup than real data",
+                       "mean relative accuracy loss off the standard setup, distilled − random",
+                       [mean_loss("distilled", s) - mean_loss("random", s) for s in range(cfg["seeds"])], +1,
+                       seed=ctx.seed, resamples=int(cfg["resamples"]))
+    summary |= {"mean_relative_loss_difference": test["estimate"], "mean_relative_loss_difference_ci": test["ci"],
+                "outcome": test["outcome"]}
+    series = {"setups": list(grid), "distilled": [acc[("distilled", s)] for s in grid],
+              "random": [acc[("random", s)] for s in grid]}
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 3.6))
@@ -95,13 +120,13 @@ def audit_sensitivity(dset: DistilledSet, real: RealData, cfg: dict, ctx: AuditC
     ax.set_ylabel("real test accuracy")
     ax.legend(fontsize=8)
     figure = save_figure(fig, ctx.out_dir, "sensitivity_grid.png")
-    comparison = ("about as sensitive to the training setup as" if 0.9 <= ratio <= 1.1
-                  else f"{'more' if ratio > 1 else 'less'} sensitive to the training setup than")
     verdict = (f"Across {len(grid)} training setups the distilled set loses up to "
                f"{100 * summary['distilled/largest_relative_drop']:.0f}% of its standard-setup accuracy, a random "
-               f"real subset of the same size up to {100 * summary['random/largest_relative_drop']:.0f}%: the "
-               f"distilled set is {comparison} real data (drop ratio {ratio:.2f}).")
+               f"real subset of the same size up to {100 * summary['random/largest_relative_drop']:.0f}% (means over "
+               f"{cfg['seeds']} seeds). Is distilled data more sensitive to the training setup than real data? "
+               f"{describe(test)}.")
     table = Table(f"Test accuracy by training setup (base: {base.model}, {base.iterations} iterations, "
                   f"{'full batch' if base.batch_size is None else base.batch_size}, SGD lr {base.lr})",
                   ["setup", "distilled", "random real"], rows)
-    return AuditResult(summary=summary, verdict=verdict, tables=[table], figures=[figure])
+    return AuditResult(summary=summary, verdict=verdict, tables=[table], figures=[figure], tests=[test],
+                       series=series)

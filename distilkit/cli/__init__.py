@@ -48,7 +48,18 @@ def cli() -> None:
 
 def main() -> None:
     try:
-        from distilkit.cli import audit, bench, distill, evaluate, experts, info, methods, publish, verify  # noqa: F401  (register)
+        from distilkit.cli import (  # noqa: F401  (register)
+            audit,
+            bench,
+            compare,
+            distill,
+            evaluate,
+            experts,
+            info,
+            methods,
+            publish,
+            verify,
+        )
     except KeyboardInterrupt:  # interrupted while importing (torch takes a while): no traceback either
         click.echo("error: interrupted", err=True)
         raise SystemExit(INTERRUPTED) from None
