@@ -63,7 +63,12 @@ def render_card(dset: DistilledSet, repo_ref: str, config_name: str | None = Non
 
     from distilkit.methods import get_method
 
-    spec = get_method(dset.method)
+    imported = (dset.provenance or {}).get("imported")
+    if imported:  # made outside distilkit: any method name, no registered summary or citation
+        summary, citation = (f"made outside distilkit, imported from a {imported.get('format')} file", None)
+    else:
+        spec = get_method(dset.method)
+        summary, citation = spec.summary, spec.citation
     source = dset.source
     c, h, w = (int(s) for s in dset.images.shape[1:])
     feat_hw = (h // 4) * (w // 4)  # the snippet's two stride-2 poolings
@@ -80,8 +85,8 @@ def render_card(dset: DistilledSet, repo_ref: str, config_name: str | None = Non
         distilkit=dset.card_metadata(),
     )
     citations = [CITATIONS["study"]]
-    if spec.citation:
-        citations.insert(0, spec.citation if spec.citation.startswith("@") else f"% {spec.citation}")
+    if citation:
+        citations.insert(0, citation if citation.startswith("@") else f"% {citation}")
     if "fashion" in str(source.get("id", "")).lower():
         citations.append(CITATIONS["fashion_mnist"])
     test = source.get("test", {})
@@ -89,7 +94,7 @@ def render_card(dset: DistilledSet, repo_ref: str, config_name: str | None = Non
     body = env.get_template("distilled_card.md.j2").render(
         title=data.pretty_name, num_images=int(dset.images.shape[0]), ipc=dset.ipc, num_classes=dset.num_classes,
         shape=f"{c}×{h}×{w}", shape_n=f"[{int(dset.images.shape[0])}, {c}, {h}, {w}]", method=dset.method,
-        method_summary=spec.summary, source_id=source.get("id"), source_split=source.get("split"),
+        method_summary=summary, imported=imported or None, source_id=source.get("id"), source_split=source.get("split"),
         source_revision=source.get("revision"), pixel_space=dset.pixel_space.kind,
         mean=[round(m, 4) for m in dset.pixel_space.mean], std=[round(s, 4) for s in dset.pixel_space.std],
         label_kind="soft (`soft_label`, probabilities) and hard (`label`)" if dset.soft_labels is not None
