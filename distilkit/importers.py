@@ -86,12 +86,18 @@ def torch_load_safe(path: Path):
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        raise DistilkitError(f"{path.name} needs arbitrary Python objects unpickled; distilkit reads tensor "
-                             "files only with torch.load(weights_only=True) and refuses it (save plain tensors "
-                             "or use .npz/.safetensors)") from err
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
-        raise DistilkitError(f"cannot read {path.name} as a torch tensor file: "
-                             f"{str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}") from err
+        if "weights only" in str(err).lower() or "weights_only" in str(err):
+            raise DistilkitError(f"{path.name} needs arbitrary Python objects unpickled; distilkit reads tensor "
+                                 "files only with torch.load(weights_only=True) and refuses it (save plain tensors "
+                                 "or use .npz/.safetensors)") from err
+        raise DistilkitError(f"cannot read {path.name} as a torch tensor file: {_first_line(err)}") from err
+    except Exception as err:  # a damaged or foreign file: torch/pickle raise many types (RuntimeError, IndexError...)
+        raise DistilkitError(f"cannot read {path.name} as a torch tensor file: {_first_line(err)}") from err
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
 
 
 def _pick(mapping: dict, keys: tuple[str, ...]):

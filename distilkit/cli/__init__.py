@@ -33,8 +33,7 @@ def cli() -> None:
 
 
 def main() -> None:
-    from distilkit.cli import (  # noqa: F401  (register)
-        audit, bench, distill, evaluate, experts, import_, info, methods, publish, verify,
-    )
+    import distilkit.cli.import_  # noqa: F401  (register)
+    from distilkit.cli import audit, bench, distill, evaluate, experts, info, methods, publish, verify  # noqa: F401  (register)
 
     cli()
