@@ -2,7 +2,8 @@
 
 Names: ``convnet`` (ConvNet-3, width 128, instance norm), ``convnet-d4``, ``convnet-w64``,
 ``convnet-d3-w16-bn`` ... (depth ``dN``, width ``wN``, norm ``in``/``bn``/``ln``/``gn``/``nn``,
-pooling ``ap``/``mp``/``np``, in any order), or ``timm/<timm model name>``. timm ResNets get the
+pooling ``ap``/``mp``/``np``, in any order), ``alexnet``, ``vgg11``, ``vgg11-bn`` (DC-style, see
+:mod:`distilkit.models.classic`), or ``timm/<timm model name>``. timm ResNets get the
 CIFAR-style stem (3x3 stride-1 convolution, no max-pool) so that 28-64 px inputs keep enough
 spatial resolution.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from distilkit.models.classic import CLASSIC_MODELS
 from distilkit.models.convnet import ConvNet
 
 _NORM_CODES = {"in": "instancenorm", "bn": "batchnorm", "ln": "layernorm", "gn": "groupnorm", "nn": "none"}
@@ -58,4 +60,6 @@ def create_model(name: str, in_channels: int, num_classes: int, image_size: tupl
             raise UnknownModelError(f"unknown timm model {name[5:]!r}") from err
         _adapt_timm_stem(model, in_channels)
         return model
+    if name in CLASSIC_MODELS:
+        return CLASSIC_MODELS[name](in_channels, num_classes, tuple(image_size))
     return ConvNet(in_channels, num_classes, tuple(image_size), **parse_convnet_name(name))
