@@ -212,7 +212,7 @@ def test_import_evaluate_audit_publish(picked, tmp_path, monkeypatch):
     from hub_server import FakeHub
     from test_hub import SECRET, _point_clients_at
 
-    from distilkit.cli import audit, evaluate, publish  # noqa: F401  (register)
+    from distilkit.cli import audit, evaluate, info, publish  # noqa: F401  (register)
 
     images, labels, _, _ = picked
     torch.save({"data": images, "label": labels}, tmp_path / "dm.pt")
@@ -220,6 +220,8 @@ def test_import_evaluate_audit_publish(picked, tmp_path, monkeypatch):
     assert run(str(tmp_path / "dm.pt"), "--source", "embedded", "--pixel-space", "normalized",
                "--out", str(out)).exit_code == 0
     runner = CliRunner()
+    result = runner.invoke(cli, ["info", str(out)])
+    assert result.exit_code == 0 and "imported (torch-dict dm.pt, sha256" in result.output, result.output
     result = runner.invoke(cli, ["evaluate", str(out), "--runs", "1", "--preset", "smoke"])
     assert result.exit_code == 0, result.output
     result = runner.invoke(cli, ["audit", str(out), "--only", "pixels", "--preset", "smoke"])
