@@ -41,13 +41,21 @@ def evaluate_set(
     source: str | None = None,
     accelerator=None,
     protocol: TrainConfig | None = None,
+    scores: bool = False,
+    cache=None,
 ) -> list[dict]:
     """Mean ± std test accuracy over ``runs`` fresh models per architecture. Runs are split across
-    processes and gathered; every process returns the same list."""
+    processes and gathered; every process returns the same list. ``models`` may name ``cross`` (the
+    cross-architecture pool). ``scores``: also the fair scores IOR, HLR, LRS, ARS
+    (:mod:`distilkit.scores`), with the full-real models from ``cache`` (a RealModelCache)."""
     from accelerate.utils import gather_object
 
+    from distilkit.models.classic import expand_models
+    from distilkit.scores import fair_context, run_scores, summarise
+
     protocol = protocol or train_preset(preset)
-    for model in models or [protocol.model]:
+    names = expand_models(models or [protocol.model], protocol.model)
+    for model in names:
         validate_model_name(model, "evaluate")  # before any data is loaded
     accelerator = accelerator or make_accelerator()
     with accelerator.main_process_first():
@@ -61,16 +69,26 @@ def evaluate_set(
     test_images = dset.pixel_space.from_uint8(real.test_images)
     lr = dset.learned_lr if (protocol.use_learned_lr and dset.learned_lr) else None
     results = []
-    for model in models or [protocol.model]:
+    if scores and cache is None:
+        from distilkit.audit.real_models import RealModelCache
+
+        cache = RealModelCache()
+    for model in names:
+        ctx = None
+        if scores:  # the main process trains (or loads) the full-real model first; the others load it
+            with accelerator.main_process_first():
+                ctx = fair_context(dset, real, model, protocol, cache, device=accelerator.device)
         mine = list(range(accelerator.process_index, runs, accelerator.num_processes))
         local = []
         for run in tqdm(mine, desc=f"evaluate {model}", disable=not accelerator.is_local_main_process):
             acc = train_and_test(dset.images, dset.training_targets(), test_images, real.test_labels,
                                  dset.num_classes, protocol, seed=seed * 1000 + run, model_name=model, lr=lr,
                                  device=accelerator.device)
-            local.append((run, acc))
-        gathered = sorted(gather_object(local) if accelerator.num_processes > 1 else local)
-        accs = [a for _, a in gathered]
+            fair = None if ctx is None else run_scores(dset, ctx, protocol, model, seed * 1000 + run, seed, run,
+                                                       acc, lr, device=accelerator.device)
+            local.append((run, acc, fair))
+        gathered = sorted(gather_object(local) if accelerator.num_processes > 1 else local, key=lambda t: t[0])
+        accs = [a for _, a, _ in gathered]
         results.append({
             "model": model, "preset": preset, "runs": runs,
             "mean": round(statistics.fmean(accs), 6), "std": round(statistics.pstdev(accs), 6),
@@ -79,6 +97,8 @@ def evaluate_set(
             "test_set": f"{real.info['id']} {real.info['test']['split']} ({real.test_images.shape[0]} images)",
             "date": dt.date.today().isoformat(), "distilkit_version": distilkit_version(),
         })
+        if ctx is not None:
+            results[-1]["scores"] = summarise([f for _, _, f in gathered], ctx, protocol)
     return results
 
 

@@ -55,6 +55,7 @@ def main() -> None:
             distill,
             evaluate,
             experts,
+            import_,
             info,
             methods,
             publish,

@@ -11,11 +11,14 @@ from distilkit.cli import cli
 @click.argument("set_path", metavar="SET")
 @click.option("--runs", type=click.IntRange(1), default=5, show_default=True, help="Fresh models per architecture.")
 @click.option("--preset", default="cpu", show_default=True, help="Training protocol: standard | paper | cpu | smoke.")
-@click.option("--models", help="Comma-separated architectures, e.g. convnet,timm/resnet18 [the preset's].")
+@click.option("--models", help="Comma-separated architectures, e.g. convnet,timm/resnet18, or 'cross' (the preset's "
+              "ConvNet, its batch-norm variant, timm/resnet18, vgg11, alexnet) [the preset's].")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--source", help="Real data to test on [the source recorded in the card].")
 @click.option("--token", help="Hub token for private repos [HF_TOKEN, else the huggingface_hub login].")
-def evaluate_command(set_path, runs, preset, models, seed, source, token) -> None:
+@click.option("--scores", is_flag=True, help="Also the fair scores IOR, HLR, LRS, ARS (random real subset, full real "
+              "data (cached), with/without augmentation; no selection on test).")
+def evaluate_command(set_path, runs, preset, models, seed, source, token, scores) -> None:
     """Train RUNS fresh models on SET, test them on the real test split, write mean ± std into the card.
     SET may be a Hub repo id: its results are printed, not written (publish a folder to update a card)."""
     from distilkit.evaluate import evaluate_folder
@@ -25,15 +28,25 @@ def evaluate_command(set_path, runs, preset, models, seed, source, token) -> Non
     from distilkit.train import train_preset
 
     train_preset(preset)  # validates the name before any work
-    model_names = parse_model_list(models) if models is not None else None  # empty or unknown names fail here
+    # empty or unknown names fail here, before any work
+    model_names = parse_model_list(models, allow_cross=True) if models is not None else None
     accelerator = make_accelerator()
     with open_set(set_path, token, accelerator) as opened:
         results = evaluate_folder(opened.folder, runs=runs, preset=preset, seed=seed, source=source,
-                                  models=model_names,
-                                  accelerator=accelerator)
+                                  models=model_names, accelerator=accelerator, scores=scores)
     if accelerator.is_main_process:
         for r in results:
             click.echo(f"{r['model']:<24} {r['preset']:<9} {100 * r['mean']:6.2f} ± {100 * r['std']:.2f} %"
                        f"  ({r['runs']} runs)")
+            if "scores" in r:
+                sc = r["scores"]
+                signs = {"ior": "+", "hlr": "+"}  # differences of accuracies; LRS and ARS lie in [0, 1]
+                click.echo("    " + "  ".join(f"{k.upper()} {100 * sc[k]['mean']:{signs.get(k, '')}.2f} ± "
+                                              f"{100 * sc[k]['std']:.2f}" for k in ("ior", "hlr", "lrs", "ars"))
+                           + f"  (random {100 * sc['accuracies']['random']:.2f} %, "
+                             f"full real {100 * sc['accuracies']['full_real']:.2f} %)")
+        if len(results) > 1:
+            click.echo(f"{'mean of ' + str(len(results)) + ' models':<24} {results[0]['preset']:<9} "
+                       f"{100 * sum(r['mean'] for r in results) / len(results):6.2f} %")
         click.echo(f"results written to {set_path}/README.md" if not opened.is_hub else
                    f"results not written: {opened.hub} is a Hub repo")

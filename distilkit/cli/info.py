@@ -36,9 +36,7 @@ def info_command(set_path, as_json, token) -> None:
         + (f", learned lr {dset.learned_lr:.5g}" if dset.learned_lr else ""),
         f"source:       {source.get('id')} split {source.get('split')} ({source.get('num_train')} train, "
         f"test: {source.get('test', {}).get('split')}), licence {source.get('license')}",
-        f"made:         seed {dset.provenance.get('seed')}, preset {dset.provenance.get('preset')}, "
-        f"{dset.provenance.get('wall_time_s')} s on {dset.provenance.get('hardware')}, "
-        f"distilkit {dset.provenance.get('distilkit_version')}",
+        _made(dset.provenance),
         "evaluation:",
         evaluation_markdown(dset.evaluation),
     ]
@@ -47,3 +45,13 @@ def info_command(set_path, as_json, token) -> None:
         lines.append("audits: " + ", ".join(f"{name} (Q{a.get('question')}, {a.get('preset')})"
                                             for name, a in audits.items()) + " — see audit/report.json")
     click.echo("\n".join(lines))
+
+
+def _made(provenance: dict) -> str:
+    imported = provenance.get("imported")
+    if isinstance(imported, dict):
+        return (f"made:         imported ({imported.get('format')} {imported.get('file')}, sha256 "
+                f"{str(imported.get('sha256'))[:16]}...), distilkit {provenance.get('distilkit_version')}")
+    return (f"made:         seed {provenance.get('seed')}, preset {provenance.get('preset')}, "
+            f"{provenance.get('wall_time_s')} s on {provenance.get('hardware')}, "
+            f"distilkit {provenance.get('distilkit_version')}")

@@ -41,6 +41,17 @@ def _size_category(n: int) -> str:
     return "100K<n<1M"
 
 
+SCORE_KEYS = ("ior", "hlr", "lrs", "ars")
+
+
+def _pool_means(results: list[dict]) -> list[tuple[str, list[dict]]]:
+    """(preset, results) for each preset evaluated with more than one model (a cross-architecture pool)."""
+    presets: dict[str, list[dict]] = {}
+    for r in results:
+        presets.setdefault(str(r.get("preset")), []).append(r)
+    return [(p, rs) for p, rs in presets.items() if len({r.get("model") for r in rs}) > 1]
+
+
 def evaluation_markdown(results: list[dict]) -> str:
     if not results:
         return "Not evaluated yet: run `distilkit evaluate <this set> --runs 5`."
@@ -49,9 +60,31 @@ def evaluation_markdown(results: list[dict]) -> str:
     for r in results:
         lines.append(f"| `{r['model']}` | {r['preset']} | {r['runs']} | "
                      f"{100 * r['mean']:.2f} ± {100 * r['std']:.2f} % | {r.get('test_set', '')} |")
+    for preset, rs in _pool_means(results):
+        mean = sum(r["mean"] for r in rs) / len(rs)
+        lines.append(f"| mean of {len(rs)} models | {preset} | | {100 * mean:.2f} % | |")
     lines.append("")
     lines.append("Each run trains a freshly initialised model on the distilled set only and reports its final "
                  "accuracy on the real test split (no model selection on test).")
+    scored = [r for r in results if isinstance(r.get("scores"), dict)]
+    if scored:
+        lines += ["", "Fair scores (DD-Ranking's construction, validation-clean; ×100, accuracies as fractions):", "",
+                  "| model | protocol | IOR | HLR | LRS | ARS | set / random / full-real accuracy |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in scored:
+            sc, acc = r["scores"], r["scores"].get("accuracies", {})
+            cells = " | ".join(f"{100 * sc[k]['mean']:.2f} ± {100 * sc[k]['std']:.2f}" for k in SCORE_KEYS)
+            accs = " / ".join(f"{100 * acc.get(k, float('nan')):.2f}" for k in ("set", "random", "full_real"))
+            lines.append(f"| `{r['model']}` | {r['preset']} | {cells} | {accs} % |")
+        for preset, rs in _pool_means(scored):
+            cells = " | ".join(f"{100 * sum(r['scores'][k]['mean'] for r in rs) / len(rs):.2f}"
+                               for k in SCORE_KEYS)
+            lines.append(f"| mean of {len(rs)} models | {preset} | {cells} | |")
+        lines += ["", "IOR = acc(set) − acc(random real subset, same per-class counts and protocol); "
+                  "HLR = acc(full real data) − acc(set, hard labels); LRS = (e^α − e^−1)/(e − e^−1), "
+                  "α = ½·IOR − ½·HLR; ARS the same squashing of ½·IOR(with augmentation) + ½·IOR(without). "
+                  "Final-epoch accuracies, fixed learning "
+                  "rates: nothing is selected on the test split."]
     return "\n".join(lines)
 
 
@@ -63,7 +96,12 @@ def render_card(dset: DistilledSet, repo_ref: str, config_name: str | None = Non
 
     from distilkit.methods import get_method
 
-    spec = get_method(dset.method)
+    imported = (dset.provenance or {}).get("imported")
+    if imported:  # made outside distilkit: any method name, no registered summary or citation
+        summary, citation = (f"made outside distilkit, imported from a {imported.get('format')} file", None)
+    else:
+        spec = get_method(dset.method)
+        summary, citation = spec.summary, spec.citation
     source = dset.source
     c, h, w = (int(s) for s in dset.images.shape[1:])
     feat_hw = (h // 4) * (w // 4)  # the snippet's two stride-2 poolings
@@ -80,8 +118,8 @@ def render_card(dset: DistilledSet, repo_ref: str, config_name: str | None = Non
         distilkit=dset.card_metadata(),
     )
     citations = [CITATIONS["study"]]
-    if spec.citation:
-        citations.insert(0, spec.citation if spec.citation.startswith("@") else f"% {spec.citation}")
+    if citation:
+        citations.insert(0, citation if citation.startswith("@") else f"% {citation}")
     if "fashion" in str(source.get("id", "")).lower():
         citations.append(CITATIONS["fashion_mnist"])
     test = source.get("test", {})
@@ -89,7 +127,7 @@ def render_card(dset: DistilledSet, repo_ref: str, config_name: str | None = Non
     body = env.get_template("distilled_card.md.j2").render(
         title=data.pretty_name, num_images=int(dset.images.shape[0]), ipc=dset.ipc, num_classes=dset.num_classes,
         shape=f"{c}×{h}×{w}", shape_n=f"[{int(dset.images.shape[0])}, {c}, {h}, {w}]", method=dset.method,
-        method_summary=spec.summary, source_id=source.get("id"), source_split=source.get("split"),
+        method_summary=summary, imported=imported or None, source_id=source.get("id"), source_split=source.get("split"),
         source_revision=source.get("revision"), pixel_space=dset.pixel_space.kind,
         mean=[round(m, 4) for m in dset.pixel_space.mean], std=[round(s, 4) for s in dset.pixel_space.std],
         label_kind="soft (`soft_label`, probabilities) and hard (`label`)" if dset.soft_labels is not None

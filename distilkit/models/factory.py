@@ -2,7 +2,8 @@
 
 Names: ``convnet`` (ConvNet-3, width 128, instance norm), ``convnet-d4``, ``convnet-w64``,
 ``convnet-d3-w16-bn`` ... (depth ``dN``, width ``wN``, norm ``in``/``bn``/``ln``/``gn``/``nn``,
-pooling ``ap``/``mp``/``np``, in any order), or ``timm/<timm model name>``. timm ResNets get the
+pooling ``ap``/``mp``/``np``, in any order), ``alexnet``, ``vgg11``, ``vgg11-bn`` (DC-style, see
+:mod:`distilkit.models.classic`), or ``timm/<timm model name>``. timm ResNets get the
 CIFAR-style stem (3x3 stride-1 convolution, no max-pool) so that 28-64 px inputs keep enough
 spatial resolution.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 from torch import nn
 
 from distilkit.errors import DistilkitError
+from distilkit.models.classic import CLASSIC_MODELS
 from distilkit.models.convnet import ConvNet
 
 _NORM_CODES = {"in": "instancenorm", "bn": "batchnorm", "ln": "layernorm", "gn": "groupnorm", "nn": "none"}
@@ -53,23 +55,27 @@ def validate_model_name(name: str, where: str = "model") -> str:
         if not timm.is_model(name[5:]):
             raise UnknownModelError(f"{where}: unknown timm model {name[5:]!r} (see timm.list_models())")
         return name
+    if name in CLASSIC_MODELS:
+        return name
     try:
         parse_convnet_name(name)
     except UnknownModelError as err:
-        raise UnknownModelError(f"{where}: {err}; use convnet[-dN][-wN][-in|bn|ln|gn|nn][-ap|mp|np] or "
-                                "timm/<name>") from None
+        raise UnknownModelError(f"{where}: {err}; use convnet[-dN][-wN][-in|bn|ln|gn|nn][-ap|mp|np], "
+                                f"{', '.join(CLASSIC_MODELS)} or timm/<name>") from None
     return name
 
 
-def parse_model_list(text: str, where: str = "--models") -> list[str]:
-    """``"convnet,timm/resnet18"`` -> the validated names; an empty name (``"convnet,"``) is an error."""
+def parse_model_list(text: str, where: str = "--models", allow_cross: bool = False) -> list[str]:
+    """``"convnet,timm/resnet18"`` -> the validated names; an empty name (``"convnet,"``) is an error.
+    ``allow_cross``: the name ``cross`` (the cross-architecture pool, expanded by the evaluation) passes."""
     names = [part.strip() for part in text.split(",")]
     if not any(names):
         raise UnknownModelError(f"{where}: no model names given")
     for name in names:
         if not name:
             raise UnknownModelError(f"{where}: empty model name in {text!r}")
-        validate_model_name(name, where)
+        if not (allow_cross and name == "cross"):
+            validate_model_name(name, where)
     return names
 
 
@@ -99,4 +105,6 @@ def create_model(name: str, in_channels: int, num_classes: int, image_size: tupl
             raise UnknownModelError(f"unknown timm model {name[5:]!r}") from err
         _adapt_timm_stem(model, in_channels)
         return model
+    if name in CLASSIC_MODELS:
+        return CLASSIC_MODELS[name](in_channels, num_classes, tuple(image_size))
     return ConvNet(in_channels, num_classes, tuple(image_size), **parse_convnet_name(name))
