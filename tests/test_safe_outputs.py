@@ -28,7 +28,7 @@ import torch
 from click.testing import CliRunner
 from conftest import write_image_dataset
 
-from distilkit.cli import audit, bench, cli, distill, evaluate, experts  # noqa: F401  (register commands)
+from distilkit.cli import audit, bench, cli, distill, evaluate, experts, import_  # noqa: F401  (register commands)
 from distilkit.outputs import FolderLock, lock_path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -107,12 +107,16 @@ def _cases(w: Path) -> list[tuple[tuple, tuple]]:
         (("experts", "--preset", "smoke", "--out", w / "afile"), ("--out",)),
         (("experts", "--preset", "smoke", "--out", w / "afile" / "experts"), ("is a file",)),
         (("experts", "--preset", "smoke", "--out", w / "notaset"), ("not empty",)),
+        # import: never replaces the folder it reads, checks --out before reading anything
+        (("import", src, "--source", "embedded", "--out", src, "--overwrite"), ("is the source",)),
+        (("import", src, "--source", "embedded", "--out", w / "afile" / "set"), ("is a file",)),
     ]
 
 
 CASE_IDS = ["overwrite-non-set", "overwrite-source", "overwrite-parent-of-source", "overwrite-grandparent",
             "overwrite-file", "out-file", "out-under-file", "bench-out-file", "bench-out-under-file",
-            "experts-out-file", "experts-out-under-file", "experts-out-not-empty"]
+            "experts-out-file", "experts-out-under-file", "experts-out-not-empty", "import-overwrite-input",
+            "import-out-under-file"]
 
 
 @pytest.mark.parametrize("case", range(len(CASE_IDS)), ids=CASE_IDS)

@@ -45,11 +45,19 @@ def import_command(path, source, pixel_space, mean, std, zca_from_source, zca_ep
     sub-folder per class) with optional soft labels. Tensor files are read with torch.load(weights_only=True)
     only. Writes a set folder that evaluate, audit and publish take."""
     from distilkit.importers import default_import_out, import_set
+    from distilkit.outputs import check_output_folder, check_replaceable
 
+    if out:  # before any file is read: a bad --out costs nothing, and --overwrite never replaces an input
+        check_output_folder(out, "--out")
+        if overwrite:
+            check_replaceable(out, protected=[p for p in (path, source, labels_file) if p])
     dset = import_set(path, source, pixel_space=pixel_space, mean=_floats(mean), std=_floats(std),
                       zca_from_source=zca_from_source, zca_eps=zca_eps, labels_file=labels_file, lr=lr,
                       method_name=method_name, experiment=experiment)
-    folder = dset.save(out or default_import_out(dset), overwrite=overwrite)
+    out = out or default_import_out(dset)
+    if overwrite:
+        check_replaceable(out, protected=[p for p in (path, source, labels_file) if p])
+    folder = dset.save(out, overwrite=overwrite)
     info = dset.provenance["imported"]
     click.echo(f"imported {info['format']} {info['file']} (sha256 {info['sha256'][:12]}): {dset.images.shape[0]} "
                f"images, IPC {dset.ipc}, {info['labels']} labels, pixel space {dset.pixel_space.kind}"
