@@ -154,3 +154,14 @@ def parse_key_values(pairs: tuple[str, ...]) -> dict[str, Any]:
             raise DistilkitError(f"--arg {pair!r}: the value is not valid YAML "
                                  f"({str(err).splitlines()[0]})") from None
     return out
+
+
+def parse_audit_overrides(pairs: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """``("mixing.seeds=3",)`` -> {"mixing": {"seeds": 3}}: the ``--arg AUDIT.KEY=VALUE`` options of audits."""
+    overrides: dict[str, dict[str, Any]] = {}
+    for key, value in parse_key_values(pairs).items():
+        if "." not in key:
+            raise DistilkitError(f"--arg expects AUDIT.KEY=VALUE, got {key!r}")
+        audit, option = key.split(".", 1)
+        overrides.setdefault(audit, {})[option] = value
+    return overrides

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 from distilkit.errors import DistilkitError
+from distilkit.validation import env_number
 
 LOCK_TIMEOUT_ENV = "DISTILKIT_LOCK_TIMEOUT"
 DEFAULT_LOCK_TIMEOUT = 120.0
@@ -107,16 +108,7 @@ def lock_path(folder: str | Path) -> Path:
 
 def lock_timeout() -> float:
     """Seconds ``audit``/``evaluate`` wait for a set's lock (``DISTILKIT_LOCK_TIMEOUT``, default 120)."""
-    value = os.environ.get(LOCK_TIMEOUT_ENV)
-    if value is None or not value.strip():
-        return DEFAULT_LOCK_TIMEOUT
-    try:
-        seconds = float(value)
-    except ValueError:
-        raise DistilkitError(f"{LOCK_TIMEOUT_ENV}={value!r} is not a number of seconds") from None
-    if not seconds >= 0:
-        raise DistilkitError(f"{LOCK_TIMEOUT_ENV}={value!r} must be 0 or more seconds")
-    return seconds
+    return env_number(LOCK_TIMEOUT_ENV, DEFAULT_LOCK_TIMEOUT)
 
 
 class FolderLock:

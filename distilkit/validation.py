@@ -11,6 +11,7 @@ and model names must name a model the factory can build. Everything fails with o
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -113,3 +114,17 @@ def check_options(given: dict[str, Any], tables: Iterable[dict[str, Any]], where
     tables = list(tables)
     return {key: check_option(key, value, [t[key] for t in tables if key in t], where)
             for key, value in given.items()}
+
+
+def env_number(name: str, default: float, kind: type = float, minimum: float = 0.0) -> float:
+    """The number in environment variable ``name`` (``default`` when unset or blank), at least ``minimum``."""
+    value = os.environ.get(name)
+    if value is None or not value.strip():
+        return default
+    try:
+        number = kind(value)
+    except ValueError:
+        raise DistilkitError(f"{name}={value!r} is not a {'whole ' if kind is int else ''}number") from None
+    if not number >= minimum:
+        raise DistilkitError(f"{name}={value!r} must be at least {minimum:g}")
+    return number

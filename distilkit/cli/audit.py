@@ -22,18 +22,13 @@ def audit_command(set_path, source, only, preset, seed, args, push, token) -> No
     audit section (into the folder, or with --push into the repo)."""
     from distilkit.audit import get_audit
     from distilkit.audit.report import REPORT_FILE, run_audits
-    from distilkit.config import parse_key_values
+    from distilkit.config import parse_audit_overrides
     from distilkit.errors import DistilkitError
     from distilkit.hub.repo import open_set, parse_set_ref
     from distilkit.runtime import make_accelerator
 
     names = [n.strip() for n in only.split(",") if n.strip()] if only else None
-    overrides: dict[str, dict] = {}
-    for key, value in parse_key_values(args).items():
-        if "." not in key:
-            raise DistilkitError(f"--arg expects AUDIT.KEY=VALUE, got {key!r}")
-        audit, option = key.split(".", 1)
-        overrides.setdefault(audit, {})[option] = value
+    overrides = parse_audit_overrides(args)
     for name in (names or []) + list(overrides):
         get_audit(name).resolve(preset, overrides.get(name))  # bad names/presets/options fail before any work
     if push and parse_set_ref(set_path) is None:

@@ -25,17 +25,12 @@ def compare_command(sets, source, preset, seed, out, args, push, token) -> None:
     missing ones run."""
     from distilkit.audit import get_audit
     from distilkit.compare import compare_sets, push_comparison
-    from distilkit.config import parse_key_values
+    from distilkit.config import parse_audit_overrides
     from distilkit.errors import DistilkitError
     from distilkit.hub.publish import check_repo_id
     from distilkit.runtime import make_accelerator
 
-    overrides: dict[str, dict] = {}
-    for key, value in parse_key_values(args).items():
-        if "." not in key:
-            raise DistilkitError(f"--arg expects AUDIT.KEY=VALUE, got {key!r}")
-        audit, option = key.split(".", 1)
-        overrides.setdefault(audit, {})[option] = value
+    overrides = parse_audit_overrides(args)
     for name in ("mixing", "agreement", "early-recognition", "curvature"):
         get_audit(name).resolve(preset, overrides.get(name))  # bad presets/options fail before any work
     unknown = sorted(set(overrides) - {"mixing", "agreement", "early-recognition", "curvature"})

@@ -22,6 +22,7 @@ from fnmatch import fnmatch
 from pathlib import Path
 
 from distilkit.errors import DistilkitError
+from distilkit.validation import env_number
 
 REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 HF_URI = re.compile(r"hf://datasets/(?P<repo>[^/@]+/[^/@]+)(?:@(?P<rev>[^/]+))?(?:/(?P<config>[^/]+))?/?")
@@ -81,30 +82,17 @@ def resolve_token(token: str | None) -> str | None:
     return get_token()
 
 
-def _env_number(name: str, default: float, kind: type = float, minimum: float = 0.0) -> float:
-    value = os.environ.get(name)
-    if value is None or not value.strip():
-        return default
-    try:
-        number = kind(value)
-    except ValueError:
-        raise DistilkitError(f"{name}={value!r} is not a {'whole ' if kind is int else ''}number") from None
-    if not number >= minimum:
-        raise DistilkitError(f"{name}={value!r} must be at least {minimum:g}")
-    return number
-
-
 def hub_timeout() -> float:
     """Seconds a Hub request may wait for the server (connect, each read, each write):
     ``DISTILKIT_HUB_TIMEOUT``, default 60."""
-    return _env_number(HUB_TIMEOUT_ENV, DEFAULT_HUB_TIMEOUT, minimum=0.001)
+    return env_number(HUB_TIMEOUT_ENV, DEFAULT_HUB_TIMEOUT, minimum=0.001)
 
 
 def hub_retries() -> int:
     """How often a Hub read that timed out or lost its connection is tried again (``DISTILKIT_HUB_RETRIES``,
     default 3; waits 0.5, 1, 2 ... s in between). Commits are not repeated: their parent_commit guard
     answers a repeated commit with HTTP 412 and the card merge retries it instead."""
-    return int(_env_number(HUB_RETRIES_ENV, DEFAULT_HUB_RETRIES, kind=int))
+    return int(env_number(HUB_RETRIES_ENV, DEFAULT_HUB_RETRIES, kind=int))
 
 
 def configure_hub_http() -> None:
