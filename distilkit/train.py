@@ -100,8 +100,9 @@ def training_steps(
         raise ValueError(f"unknown optimizer {optimizer!r}")
     dsa = DSA(cfg.dsa_strategy) if cfg.dsa else None
     images, targets = images.to(device), targets.to(device)
-    order = torch.randperm(n, generator=generator)
-    cursor = 0
+    # Minibatches walk one permutation per epoch, tail included (a DataLoader with shuffle=True and
+    # drop_last=False, as the reference evaluation loops): every image is seen once per epoch.
+    order, cursor = torch.randperm(n, generator=generator), 0
     yield 0
     for step in range(steps):
         model.train()  # a caller may have switched to eval mode to look at the model in between
@@ -111,7 +112,7 @@ def training_steps(
         if batch == n:
             x, y = images, targets
         else:
-            if cursor + batch > n:
+            if cursor >= n:
                 order, cursor = torch.randperm(n, generator=generator), 0
             idx = order[cursor : cursor + batch].to(device)
             cursor += batch
