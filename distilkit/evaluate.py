@@ -13,6 +13,7 @@ from distilkit.data.sources import SourceConfig, load_real
 from distilkit.distilled import DistilledSet
 from distilkit.errors import DistilkitError
 from distilkit.runtime import distilkit_version, make_accelerator
+from distilkit.seeding import derive_seed
 from distilkit.train import TrainConfig, train_and_test, train_preset
 
 
@@ -60,7 +61,8 @@ def evaluate_set(
         local = []
         for run in tqdm(mine, desc=f"evaluate {model}", disable=not accelerator.is_local_main_process):
             acc = train_and_test(dset.images, dset.training_targets(), test_images, real.test_labels,
-                                 dset.num_classes, protocol, seed=seed * 1000 + run, model_name=model, lr=lr,
+                                 dset.num_classes, protocol, seed=derive_seed("evaluate", seed, model, run),
+                                 model_name=model, lr=lr,
                                  device=accelerator.device)
             local.append((run, acc))
         gathered = sorted(gather_object(local) if accelerator.num_processes > 1 else local)

@@ -40,6 +40,8 @@ from distilkit.audit.registry import AuditContext, AuditResult, Table, register_
 from distilkit.data.real import RealData
 from distilkit.distilled import DistilledSet
 from distilkit.errors import DistilkitError
+from distilkit.seeding import derive_seed
+from distilkit.seeding import generator as seed_generator
 from distilkit.train import TrainConfig
 
 ESTIMATORS = ("auto", "exact", "tracin")
@@ -131,7 +133,8 @@ def _influence(images, targets, labels, test_images, test_labels, init, protocol
                                     ctx.accelerator)
         subset = torch.arange(n)
     else:  # TracIn, validated against exact leave-one-out on a class-balanced subset of the set
-        subset = balanced_subsample(labels, max(1, cfg["check_size"] // num_classes), ctx.seed)
+        subset = balanced_subsample(labels, max(1, cfg["check_size"] // num_classes),
+                                    derive_seed("tracin-check", ctx.seed))
         small_exact = exact_influence(images[subset], targets[subset], test_images, test_labels, init, protocol,
                                       cfg, lr, ctx.accelerator)
     if not ctx.accelerator.is_main_process:
@@ -156,12 +159,13 @@ def _semantics(influence: torch.Tensor, labels: torch.Tensor, test_labels: torch
     positive = influence.clamp(min=0)
     same_class = test_labels.unsqueeze(0) == labels.unsqueeze(1)
     random_coherence = random_same_class_coherence(features, test_labels, num_classes, top.shape[1],
-                                                   cfg["random_sets"], seed + 1)
+                                                   cfg["random_sets"], derive_seed("coherence-random", seed))
     return {"top": top, "purity": (test_labels[top] == labels.unsqueeze(1)).float().mean(1),
             "positive_share": (positive * same_class).sum(1) / positive.sum(1).clamp_min(1e-12),
             "coherence": mean_pairwise_cosine(features[top]), "random_same_class": random_coherence[labels],
             "random_by_class": random_coherence,
-            "matched": class_matched_coherence(features, test_labels, top, cfg["random_sets"], seed + 2)}
+            "matched": class_matched_coherence(features, test_labels, top, cfg["random_sets"],
+                                               derive_seed("coherence-class-matched", seed))}
 
 
 def _summary(stats: dict[str, torch.Tensor]) -> dict:
@@ -203,13 +207,13 @@ def audit_influence(dset: DistilledSet, real: RealData, cfg: dict, ctx: AuditCon
     estimator = cfg["estimator"]
     if estimator == "auto":
         estimator = "exact" if n <= cfg["exact_limit"] else "tracin"
-    init = seeded_model(cfg["model"], real, ctx.seed)
+    init = seeded_model(cfg["model"], real, ctx.seed, "loo")  # the coherence model's stream is "real-model"
     measured = _influence(images, targets, labels, test_images, test_labels, init, protocol, cfg, lr, estimator,
                           ctx, dset.num_classes)
     baseline = None
     if cfg["random_real_baseline"]:  # the same measurement for class-balanced random real images, same counts
         counts = torch.bincount(labels, minlength=dset.num_classes)
-        generator = torch.Generator().manual_seed(ctx.seed + 104729)
+        generator = seed_generator("influence-baseline", ctx.seed)
         pick = torch.cat([real.class_indices(c)[torch.randperm(len(real.class_indices(c)), generator=generator)
                                                 [: int(counts[c])]] for c in range(dset.num_classes)])
         base_labels = real.train_labels[pick]

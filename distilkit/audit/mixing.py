@@ -3,7 +3,9 @@
 For each k in ``ks``: train on the distilled set plus k real images per class, and, as the baseline,
 on IPC random real images per class plus the same k. Real additions are nested (the k=10 images
 contain the k=2 ones) and seeded; k is capped by what the smallest class has left. The study found
-that a little real data *lowers* accuracy, and that the curves meet only at k=250. Training uses
+that a little real data *lowers* accuracy, and that the curves meet only at k=250. Seed s draws
+its real images and its model from its own streams; within a seed both arms and every k share the
+model's initialisation and data order (a paired design, :mod:`distilkit.seeding`). Training uses
 hard labels throughout (as the study did), also for sets that carry soft labels.
 """
 
@@ -17,6 +19,8 @@ from distilkit.audit.common import pyplot, save_figure, share
 from distilkit.audit.registry import AuditContext, AuditResult, Table, register_audit
 from distilkit.data.real import RealData
 from distilkit.distilled import DistilledSet
+from distilkit.seeding import derive_seed
+from distilkit.seeding import generator as seed_generator
 from distilkit.train import TrainConfig, train_and_test
 
 PAPER = {"model": "convnet", "iterations": 300, "batch_size": None, "lr": 0.01, "momentum": 0.9,
@@ -36,7 +40,7 @@ def audit_mixing(dset: DistilledSet, real: RealData, cfg: dict, ctx: AuditContex
     ks = sorted({min(k, room) for k in cfg["ks"] if room >= 0})
     test_images, test_labels = real.test_set()
     num_classes = dset.num_classes
-    draws = [real.sample_per_class(dset.ipc + ks[-1], torch.Generator().manual_seed(ctx.seed * 100 + seed))
+    draws = [real.sample_per_class(dset.ipc + ks[-1], seed_generator("mixing-draw", ctx.seed, seed))
              for seed in range(cfg["seeds"])]
     jobs = [(seed, k, name) for seed in range(cfg["seeds"]) for k in ks for name in ("distilled", "random")]
 
@@ -47,7 +51,8 @@ def audit_mixing(dset: DistilledSet, real: RealData, cfg: dict, ctx: AuditContex
         base = drawn[:, : dset.ipc].reshape(-1)
         x, y = (dset.images, dset.labels) if name == "distilled" else (real.batch(base), real.train_labels[base])
         return train_and_test(torch.cat([x, real.batch(extra)]), torch.cat([y, real.train_labels[extra]]),
-                              test_images, test_labels, num_classes, protocol, seed=ctx.seed * 1000 + seed,
+                              test_images, test_labels, num_classes, protocol,
+                              seed=derive_seed("mixing", ctx.seed, seed),
                               device=ctx.device)
 
     results = share(ctx.accelerator, jobs, run, "mixing")

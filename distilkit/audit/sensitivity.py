@@ -21,6 +21,8 @@ from distilkit.audit.common import pyplot, save_figure, share
 from distilkit.audit.registry import AuditContext, AuditResult, Table, register_audit
 from distilkit.data.real import RealData
 from distilkit.distilled import DistilledSet
+from distilkit.seeding import derive_seed
+from distilkit.seeding import generator as seed_generator
 from distilkit.train import TrainConfig, train_and_test
 
 BASE = {"model": "convnet", "iterations": 300, "batch_size": None, "lr": 0.01, "momentum": 0.9,
@@ -56,7 +58,7 @@ def audit_sensitivity(dset: DistilledSet, real: RealData, cfg: dict, ctx: AuditC
     base = TrainConfig(**cfg["protocol"])
     grid = setups(base, cfg["architecture"], cfg["minibatch"])
     test_images, test_labels = real.test_set()
-    pick = real.sample_per_class(dset.ipc, torch.Generator().manual_seed(ctx.seed)).reshape(-1)
+    pick = real.sample_per_class(dset.ipc, seed_generator("sensitivity-random-subset", ctx.seed)).reshape(-1)
     sets = {"distilled": (dset.images, dset.labels), "random": (real.batch(pick), real.train_labels[pick])}
     jobs = [(setup, name, s) for setup in grid for name in sets for s in range(cfg["seeds"])]
 
@@ -65,7 +67,7 @@ def audit_sensitivity(dset: DistilledSet, real: RealData, cfg: dict, ctx: AuditC
         protocol, optimizer = grid[setup]
         x, y = sets[name]
         return train_and_test(x, y, test_images, test_labels, dset.num_classes, protocol,
-                              seed=ctx.seed * 1000 + s, device=ctx.device, optimizer=optimizer)
+                              seed=derive_seed("sensitivity", ctx.seed, s), device=ctx.device, optimizer=optimizer)
 
     results = share(ctx.accelerator, jobs, run, "sensitivity")
     if not ctx.accelerator.is_main_process:  # the trainings are shared; the main process reports
