@@ -14,7 +14,7 @@ from distilkit.distilled import DistilledSet
 from distilkit.errors import DistilkitError
 from distilkit.runtime import distilkit_version, make_accelerator
 from distilkit.seeding import derive_seed
-from distilkit.train import TrainConfig, train_and_test, train_preset
+from distilkit.train import LABEL_CHOICES, TrainConfig, train_and_test, train_preset
 
 
 def source_config_of(dset: DistilledSet, override: str | None = None) -> SourceConfig:
@@ -38,13 +38,20 @@ def evaluate_set(
     source: str | None = None,
     accelerator=None,
     protocol: TrainConfig | None = None,
+    labels: str | None = None,
+    learned_lr: bool | None = None,
 ) -> list[dict]:
     """Mean ± std test accuracy over ``runs`` fresh models per architecture. Runs are split across
-    processes and gathered; every process returns the same list."""
+    processes and gathered; every process returns the same list. ``labels`` ("hard" | "soft") and
+    ``learned_lr`` override the protocol's (None: the preset's; ``paper``: hard labels, lr 0.01)."""
     from accelerate.utils import gather_object
 
     accelerator = accelerator or make_accelerator()
     protocol = protocol or train_preset(preset)
+    if labels is not None and labels not in LABEL_CHOICES:
+        raise DistilkitError(f"labels must be one of {', '.join(LABEL_CHOICES)}, got {labels!r}")
+    protocol = dataclasses.replace(protocol, **{k: v for k, v in (("labels", labels), ("use_learned_lr", learned_lr))
+                                                if v is not None})
     with accelerator.main_process_first():
         real = load_real(source_config_of(dset, source), pixel_space="raw", seed=int(
             (dset.provenance or {}).get("seed", seed)))
@@ -54,15 +61,15 @@ def evaluate_set(
         raise DistilkitError(f"source images are {tuple(real.image_shape)}, the set's are "
                              f"{tuple(dset.images.shape[1:])}")
     test_images = dset.pixel_space.from_uint8(real.test_images)
-    lr = dset.learned_lr if (protocol.use_learned_lr and dset.learned_lr) else None
+    lr = dset.lr_for(protocol.use_learned_lr)
+    targets = dset.training_targets(protocol.labels)
     results = []
     for model in models or [protocol.model]:
         mine = list(range(accelerator.process_index, runs, accelerator.num_processes))
         local = []
         for run in tqdm(mine, desc=f"evaluate {model}", disable=not accelerator.is_local_main_process):
-            acc = train_and_test(dset.images, dset.training_targets(), test_images, real.test_labels,
-                                 dset.num_classes, protocol, seed=derive_seed("evaluate", seed, model, run),
-                                 model_name=model, lr=lr,
+            acc = train_and_test(dset.images, targets, test_images, real.test_labels, dset.num_classes, protocol,
+                                 seed=derive_seed("evaluate", seed, model, run), model_name=model, lr=lr,
                                  device=accelerator.device)
             local.append((run, acc))
         gathered = sorted(gather_object(local) if accelerator.num_processes > 1 else local)
@@ -71,6 +78,7 @@ def evaluate_set(
             "model": model, "preset": preset, "runs": runs,
             "mean": round(statistics.fmean(accs), 6), "std": round(statistics.pstdev(accs), 6),
             "accuracies": [round(a, 6) for a in accs], "seed": seed, "lr": lr or protocol.lr,
+            "labels": dset.labels_used(protocol.labels), "learned_lr": lr is not None,
             "protocol": {**protocol.to_dict(), "model": model},
             "test_set": f"{real.info['id']} {real.info['test']['split']} ({real.test_images.shape[0]} images)",
             "date": dt.date.today().isoformat(), "distilkit_version": distilkit_version(),
@@ -78,10 +86,17 @@ def evaluate_set(
     return results
 
 
+def _result_key(r: dict) -> tuple:
+    """(model, preset, labels option, learned-lr option); results from before these options count as
+    the defaults they were measured with (soft labels when present, the learned lr when present)."""
+    protocol = r.get("protocol") or {}
+    return r.get("model"), r.get("preset"), protocol.get("labels", "soft"), protocol.get("use_learned_lr", True)
+
+
 def merge_results(existing: list[dict], new: list[dict]) -> list[dict]:
-    """Replace results with the same (model, preset), keep the others."""
-    keys = {(r["model"], r["preset"]) for r in new}
-    return [r for r in existing if (r.get("model"), r.get("preset")) not in keys] + new
+    """Replace results with the same (model, preset, labels, learned lr), keep the others."""
+    keys = {_result_key(r) for r in new}
+    return [r for r in existing if _result_key(r) not in keys] + new
 
 
 def evaluate_folder(folder: str | Path, **kwargs) -> list[dict]:

@@ -37,7 +37,8 @@ class TrainConfig:
     lr_schedule: str = "step_half"  # "step_half" (x0.1 at half) or "constant"
     dsa: bool = True
     dsa_strategy: str = DEFAULT_STRATEGY
-    use_learned_lr: bool = True
+    use_learned_lr: bool = True  # train on a distilled set's learned lr when it has one
+    labels: str = "soft"  # "soft": a distilled set's soft labels when it has them; "hard": its hard labels
 
     def steps_for(self, n: int) -> int:
         if self.iterations is not None:
@@ -51,16 +52,23 @@ class TrainConfig:
 
 TRAIN_PRESETS: dict[str, TrainConfig] = {
     "standard": TrainConfig(model="convnet", epochs=1000, dsa=True),
-    "paper": TrainConfig(model="convnet", iterations=300, batch_size=None, weight_decay=0.0,
-                         lr_schedule="constant", dsa=False),
+    # the study's "train on distilled" protocol exactly: SGD lr 0.01, momentum 0.9, no weight decay, constant
+    # lr, full batch, 300 iterations, no augmentation, hard labels, no learned lr (REFERENCE.md §1)
+    "paper": TrainConfig(model="convnet", iterations=300, batch_size=None, lr=0.01, momentum=0.9, weight_decay=0.0,
+                         lr_schedule="constant", dsa=False, use_learned_lr=False, labels="hard"),
     "cpu": TrainConfig(model="convnet-w32", epochs=300, dsa=True),
     "smoke": TrainConfig(model="convnet-w8-d2", epochs=20, dsa=True),
 }
 
 
+LABEL_CHOICES = ("hard", "soft")
+
+
 def train_preset(name: str, **overrides) -> TrainConfig:
     if name not in TRAIN_PRESETS:
         raise DistilkitError(f"unknown preset {name!r}; choose from {', '.join(TRAIN_PRESETS)}")
+    if overrides.get("labels") not in (None, *LABEL_CHOICES):
+        raise DistilkitError(f"labels must be one of {', '.join(LABEL_CHOICES)}, got {overrides['labels']!r}")
     return dataclasses.replace(TRAIN_PRESETS[name], **{k: v for k, v in overrides.items() if v is not None})
 
 

@@ -58,7 +58,8 @@ def early_window(spec: int | str, real: RealData, batch_size: int) -> int:
 def audit_agreement(dset: DistilledSet, real: RealData, cfg: dict, ctx: AuditContext) -> AuditResult:
     test_images, test_labels = test_split(real, cfg["test_subsample"], ctx.seed)
     distilled_protocol = TrainConfig(model=cfg["model"], **cfg["distilled_protocol"])
-    model = train_on_distilled(dset, real, cfg["model"], distilled_protocol, ctx.seed, ctx.device)
+    model = train_on_distilled(dset, real, cfg["model"], distilled_protocol, ctx.seed, ctx.device, ctx.labels,
+                               ctx.learned_lr)
     distilled_pred = predict(model, test_images, ctx.device)
     distilled_acc = (distilled_pred == test_labels).float().mean().item()
     tol = float(cfg["tolerance"])

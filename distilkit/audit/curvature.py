@@ -5,7 +5,7 @@ model after that many steps), the Hessian trace of the mean cross-entropy w.r.t.
 estimated by Hutchinson's method (Rademacher probes, PyHessian's relative-tolerance stopping rule)
 on (a) a seeded, class-balanced subsample of the real train split — ``real_subsample`` images,
 drawn once from the ``curvature-subsample`` seed stream and used at every iteration — and (b) the
-distilled set with its training targets. Optionally the top Hessian eigenvalue by power iteration.
+distilled set with the audit run's labels (``--labels``). Optionally the top Hessian eigenvalue by power iteration.
 Curves are smoothed by an EMA with a per-iteration decay (``ema``; sparse checkpoints are smoothed
 less, see :func:`ema`); peaks and end values are read from the smoothed curves.
 The study (full real set, every iteration 0..300, EMA 0.9) found the distilled trace peaking early
@@ -54,7 +54,8 @@ def audit_curvature(dset: DistilledSet, real: RealData, cfg: dict, ctx: AuditCon
     checkpoints = parse_iterations(cfg["iterations"])
     per_class = max(1, min(int(real.class_counts.min()), int(cfg["real_subsample"]) // real.num_classes))
     pick = real.sample_per_class(per_class, seed_generator("curvature-subsample", ctx.seed)).reshape(-1)
-    sets = {"real": (real.batch(pick), real.train_labels[pick]), "distilled": (dset.images, dset.training_targets())}
+    sets = {"real": (real.batch(pick), real.train_labels[pick]),
+            "distilled": (dset.images, ctx.distilled_targets(dset))}
     model = seeded_model(cfg["model"], real, ctx.seed, "curvature-run")
     images = real.batch(torch.arange(real.train_labels.shape[0]))
     trace = {name: [] for name in sets}

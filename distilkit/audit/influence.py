@@ -200,8 +200,8 @@ def audit_influence(dset: DistilledSet, real: RealData, cfg: dict, ctx: AuditCon
     if cfg["estimator"] not in ESTIMATORS:
         raise DistilkitError(f"influence: unknown estimator {cfg['estimator']!r}; choose from {', '.join(ESTIMATORS)}")
     protocol = TrainConfig(model=cfg["model"], **cfg["protocol"])
-    lr = dset.learned_lr if protocol.use_learned_lr and dset.learned_lr else None
-    images, targets, labels = dset.images, dset.training_targets(), dset.labels
+    lr = ctx.distilled_lr(dset)
+    images, targets, labels = dset.images, ctx.distilled_targets(dset), dset.labels
     test_images, test_labels = test_split(real, cfg["test_subsample"], ctx.seed)
     n, k = images.shape[0], int(cfg["top_k"])
     estimator = cfg["estimator"]

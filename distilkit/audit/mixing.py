@@ -3,10 +3,12 @@
 For each k in ``ks``: train on the distilled set plus k real images per class, and, as the baseline,
 on IPC random real images per class plus the same k. Real additions are nested (the k=10 images
 contain the k=2 ones) and seeded; k is capped by what the smallest class has left. The study found
-that a little real data *lowers* accuracy, and that the curves meet only at k=250. Seed s draws
+that a little real data *lowers* accuracy, and that the curves meet only at k=250. The distilled arm
+trains with the audit run's labels and lr (``--labels``, ``--learned-lr``; by default hard labels and
+lr 0.01, as the study did); real images always bring their hard labels. Seed s draws
 its real images and its model from its own streams; within a seed both arms and every k share the
 model's initialisation and data order (a paired design, :mod:`distilkit.seeding`). Training uses
-hard labels throughout (as the study did), also for sets that carry soft labels.
+the same protocol for both arms.
 """
 
 from __future__ import annotations
@@ -43,16 +45,21 @@ def audit_mixing(dset: DistilledSet, real: RealData, cfg: dict, ctx: AuditContex
     draws = [real.sample_per_class(dset.ipc + ks[-1], seed_generator("mixing-draw", ctx.seed, seed))
              for seed in range(cfg["seeds"])]
     jobs = [(seed, k, name) for seed in range(cfg["seeds"]) for k in ks for name in ("distilled", "random")]
+    targets, lr = ctx.distilled_targets(dset), ctx.distilled_lr(dset)
+
+    def real_targets(idx: torch.Tensor) -> torch.Tensor:  # one-hot rows beside soft distilled labels
+        y = real.train_labels[idx]
+        return y if targets.dtype == torch.long else torch.nn.functional.one_hot(y, num_classes).float()
 
     def run(job: tuple[int, int, str]) -> float:
         seed, k, name = job
         drawn = draws[seed]
         extra = drawn[:, dset.ipc : dset.ipc + k].reshape(-1)
         base = drawn[:, : dset.ipc].reshape(-1)
-        x, y = (dset.images, dset.labels) if name == "distilled" else (real.batch(base), real.train_labels[base])
-        return train_and_test(torch.cat([x, real.batch(extra)]), torch.cat([y, real.train_labels[extra]]),
+        x, y = (dset.images, targets) if name == "distilled" else (real.batch(base), real_targets(base))
+        return train_and_test(torch.cat([x, real.batch(extra)]), torch.cat([y, real_targets(extra)]),
                               test_images, test_labels, num_classes, protocol,
-                              seed=derive_seed("mixing", ctx.seed, seed),
+                              seed=derive_seed("mixing", ctx.seed, seed), lr=lr if name == "distilled" else None,
                               device=ctx.device)
 
     results = share(ctx.accelerator, jobs, run, "mixing")

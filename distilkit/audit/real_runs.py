@@ -79,13 +79,16 @@ def test_split(real: RealData, subsample: int | None, seed: int) -> tuple[torch.
 
 
 def train_on_distilled(dset: DistilledSet, real: RealData, model_name: str, protocol: TrainConfig, seed: int,
-                       device: torch.device | str = "cpu") -> nn.Module:
-    """A fresh model trained on the distilled set (its soft labels if it has them); its initialisation
-    and data order come from the ``distilled-model`` seed streams."""
-    model = seeded_model(model_name, real, seed, "distilled-model")
-    lr = dset.learned_lr if protocol.use_learned_lr and dset.learned_lr else None
-    return train_model(model, dset.images, dset.training_targets(), protocol,
-                       seed_generator("distilled-model", seed, "order"), lr=lr, device=device)
+                       device: torch.device | str = "cpu", labels: str = "hard", learned_lr: bool = False,
+                       index: int = 0) -> nn.Module:
+    """A fresh model trained on the distilled set with its ``labels`` ("hard", or "soft" if it has
+    them) and, with ``learned_lr``, its learned lr (else the protocol's; the audit-wide options of
+    :class:`~distilkit.audit.registry.AuditContext` decide, not ``protocol.use_learned_lr``). Its
+    initialisation and data order come from member ``index`` of the ``distilled-model`` streams."""
+    model = seeded_model(model_name, real, seed, "distilled-model", index)
+    lr = dset.lr_for(learned_lr)
+    return train_model(model, dset.images, dset.training_targets(labels), protocol,
+                       seed_generator("distilled-model", seed, index, "order"), lr=lr, device=device)
 
 
 def subset_pool(real: RealData, cache: RealModelCache, model_name: str, protocol: TrainConfig, size: int,

@@ -59,14 +59,17 @@ def audit_sensitivity(dset: DistilledSet, real: RealData, cfg: dict, ctx: AuditC
     grid = setups(base, cfg["architecture"], cfg["minibatch"])
     test_images, test_labels = real.test_set()
     pick = real.sample_per_class(dset.ipc, seed_generator("sensitivity-random-subset", ctx.seed)).reshape(-1)
-    sets = {"distilled": (dset.images, dset.labels), "random": (real.batch(pick), real.train_labels[pick])}
+    sets = {"distilled": (dset.images, ctx.distilled_targets(dset)),
+            "random": (real.batch(pick), real.train_labels[pick])}
+    learned = ctx.distilled_lr(dset)  # with --learned-lr: the distilled arm's SGD setups scale the learned lr
     jobs = [(setup, name, s) for setup in grid for name in sets for s in range(cfg["seeds"])]
 
     def run(job: tuple[str, str, int]) -> float:
         setup, name, s = job
         protocol, optimizer = grid[setup]
         x, y = sets[name]
-        return train_and_test(x, y, test_images, test_labels, dset.num_classes, protocol,
+        lr = learned * protocol.lr / base.lr if learned and name == "distilled" and optimizer == "sgd" else None
+        return train_and_test(x, y, test_images, test_labels, dset.num_classes, protocol, lr=lr,
                               seed=derive_seed("sensitivity", ctx.seed, s), device=ctx.device, optimizer=optimizer)
 
     results = share(ctx.accelerator, jobs, run, "sensitivity")

@@ -47,7 +47,8 @@ def evaluation_markdown(results: list[dict]) -> str:
     lines = ["| model | protocol | runs | test accuracy (mean ± std) | real test set |",
              "|---|---|---|---|---|"]
     for r in results:
-        lines.append(f"| `{r['model']}` | {r['preset']} | {r['runs']} | "
+        labels = f", {r['labels']} labels, lr {r['lr']:.4g}" if "labels" in r and r.get("lr") else ""
+        lines.append(f"| `{r['model']}` | {r['preset']}{labels} | {r['runs']} | "
                      f"{100 * r['mean']:.2f} ± {100 * r['std']:.2f} % | {r.get('test_set', '')} |")
     lines.append("")
     lines.append("Each run trains a freshly initialised model on the distilled set only and reports its final "
