@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -16,6 +17,7 @@ from distilkit.data.sources import load_real
 from distilkit.distilled import DistilledSet
 from distilkit.errors import DistilkitError
 from distilkit.methods import RunContext, get_method
+from distilkit.methods.registry import dataset_families
 from distilkit.runtime import describe_hardware, distilkit_version, make_accelerator
 
 
@@ -34,12 +36,19 @@ def distill(cfg: DistillConfig, accelerator=None, resume: bool = False, overwrit
     """Run ``cfg`` end to end and return the folder of the saved distilled set."""
     accelerator = accelerator or make_accelerator()
     spec = get_method(cfg.method)
-    method_cfg = spec.resolve(cfg.preset, cfg.ipc, cfg.method_args)
+    spec.resolve(cfg.preset, cfg.ipc, cfg.method_args)  # bad method_args fail before any loading
     out = Path(cfg.out) if cfg.out else default_out(cfg)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise DistilkitError(f"output folder {out} exists and is not empty; pass --overwrite or choose --out")
     with accelerator.main_process_first():
-        real = load_real(cfg.source, cfg.pixel_space, cfg.seed, cfg.zca_eps)
+        real = load_real(cfg.source, cfg.pixel_space or "normalized", cfg.seed, cfg.zca_eps)
+    families = dataset_families(real)
+    wanted = spec.default_pixel_space(families)
+    if cfg.pixel_space is None and wanted not in (None, real.pixel_space.kind):
+        with accelerator.main_process_first():  # the method's pixel space for this kind of data (e.g. MTT: ZCA)
+            real = load_real(cfg.source, wanted, cfg.seed, cfg.zca_eps)
+    cfg = dataclasses.replace(cfg, pixel_space=real.pixel_space.kind)
+    method_cfg = spec.resolve(cfg.preset, cfg.ipc, cfg.method_args, families)
     smallest = int(real.class_counts.min())
     if cfg.ipc > smallest:
         raise DistilkitError(f"--ipc {cfg.ipc} is larger than the smallest class "

@@ -1,10 +1,15 @@
 """The method registry: ``@register_method`` (timm's ``register_model`` pattern).
 
 A method is a function ``distill(real, ipc, cfg, ctx) -> MethodOutput`` plus its defaults as data:
-``defaults`` (the faithful, ``standard`` values), per-preset overrides and per-IPC overrides; a
-preset may carry its own per-IPC table under the key ``per_ipc``. Resolution order: defaults <
-preset < IPC < the preset's IPC table < the user's ``method_args``; unknown user keys are an error
-and ``None`` never overrides.
+``defaults`` (the faithful, ``standard`` values), per-dataset-family overrides, per-preset
+overrides and per-IPC overrides; a preset may carry its own per-IPC table under the key
+``per_ipc``. Resolution order: defaults < dataset family < preset < IPC < the preset's IPC table <
+the user's ``method_args``; unknown user keys are an error and ``None`` never overrides.
+
+Dataset families (:func:`dataset_families`): ``rgb`` or ``grayscale`` by channels, plus ``digits``
+for digit datasets (MNIST, SVHN, USPS). Every method with a ``dsa_strategy`` drops DSA's flip for
+``digits`` (DSA README: flip is not good for digit datasets); a family table may also name the
+method's default ``pixel_space`` (used when the run does not choose one), e.g. MTT's ZCA for RGB.
 
 ``sources`` says where defaults come from (key -> provenance, e.g. "DC code (VICO-UoE)", "tuned for
 the cpu preset on embedded FMNIST"); ``distilkit methods NAME --verbose`` prints it beside each value.
@@ -12,6 +17,7 @@ the cpu preset on embedded FMNIST"); ``distilkit methods NAME --verbose`` prints
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +27,28 @@ import torch
 from distilkit.errors import DistilkitError
 
 FAMILIES = ("selection", "performance-matching", "distribution-matching", "parameter-matching")
+DATASET_FAMILIES = ("rgb", "grayscale", "digits")
+DIGIT_DSA_STRATEGY = "color_crop_cutout_scale_rotate"
+# Family defaults every method shares (for the keys it has), with their provenance.
+SHARED_FAMILY_DEFAULTS = {"digits": {"dsa_strategy": DIGIT_DSA_STRATEGY}}
+SHARED_FAMILY_SOURCES = {"digits.dsa_strategy": "DSA README: no flip for digit datasets (MNIST, SVHN)"}
+
+
+def is_digit_dataset(source_id: str) -> bool:
+    """Whether a source id names a digit dataset (MNIST, SVHN, USPS; not Fashion- or Kuzushiji-MNIST)."""
+    name = source_id.lower()
+    if any(other in name for other in ("fashion", "kmnist", "kuzushiji")):
+        return False
+    return "svhn" in name or "usps" in name or re.search(r"(?<![a-z])e?mnist", name) is not None
+
+
+def dataset_families(real: Any) -> tuple[str, ...]:
+    """The dataset families of ``real`` (a RealData): ("rgb" | "grayscale"[, "digits"])."""
+    families = ["rgb" if real.image_shape[0] == 3 else "grayscale"]
+    info = getattr(real, "info", {}) or {}
+    if any(is_digit_dataset(str(info.get(k) or "")) for k in ("id", "hub_id")):
+        families.append("digits")
+    return tuple(families)
 
 
 @dataclass
@@ -45,9 +73,27 @@ class MethodSpec:
     per_ipc: dict[int, dict[str, Any]]
     citation: str
     sources: dict[str, str] = field(default_factory=dict)
+    per_family: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-    def source_of(self, key: str, preset: str, ipc: int) -> str:
-        """Where the resolved value of ``key`` for (preset, IPC) comes from."""
+    def family_tables(self, families: tuple[str, ...] = ()) -> list[tuple[str, dict[str, Any]]]:
+        """(family, overrides) in application order: shared family defaults for this method's keys, then its own."""
+        tables = []
+        for family in families:
+            table = {k: v for k, v in SHARED_FAMILY_DEFAULTS.get(family, {}).items() if k in self.defaults}
+            table.update(self.per_family.get(family, {}))
+            if table:
+                tables.append((family, table))
+        return tables
+
+    def default_pixel_space(self, families: tuple[str, ...] = ()) -> str | None:
+        """The pixel space this method's family tables ask for (None: no preference)."""
+        space = None
+        for _, table in self.family_tables(families):
+            space = table.get("pixel_space", space)
+        return space
+
+    def source_of(self, key: str, preset: str, ipc: int, families: tuple[str, ...] = ()) -> str:
+        """Where the resolved value of ``key`` for (preset, IPC, dataset families) comes from."""
         preset_cfg = self.presets.get(preset, {})
         preset_ipc = [k for k in sorted(preset_cfg.get("per_ipc", {})) if k <= ipc]
         if preset_ipc and key in preset_cfg["per_ipc"][preset_ipc[-1]]:
@@ -56,13 +102,20 @@ class MethodSpec:
             layer = f"IPC>={max(k for k in self.per_ipc if k <= ipc and key in self.per_ipc[k])}"
         elif key in preset_cfg:
             layer = f"preset {preset}"
+        elif family := next((f for f, t in reversed(self.family_tables(families)) if key in t), None):
+            note = (self.sources.get(f"{family}.{key}") or SHARED_FAMILY_SOURCES.get(f"{family}.{key}"))
+            return f"dataset family {family}: {note}" if note else f"dataset family {family}"
         else:
             layer = "default"
         note = self.sources.get(f"{preset}.{key}") or (self.sources.get(key) if layer != f"preset {preset}" else None)
         return f"{layer}: {note}" if note else layer
 
-    def resolve(self, preset: str, ipc: int, user_args: dict[str, Any] | None = None) -> dict[str, Any]:
+    def resolve(self, preset: str, ipc: int, user_args: dict[str, Any] | None = None,
+                families: tuple[str, ...] = ()) -> dict[str, Any]:
+        """The method's configuration for (preset, IPC, dataset ``families``) and the user's values."""
         cfg = dict(self.defaults)
+        for _, table in self.family_tables(families):
+            cfg.update({k: v for k, v in table.items() if k != "pixel_space"})
         preset_cfg = dict(self.presets.get(preset, {}))
         preset_ipc = preset_cfg.pop("per_ipc", {})
         cfg.update(preset_cfg)
@@ -92,15 +145,18 @@ def register_method(
     per_ipc: dict[int, dict[str, Any]] | None = None,
     citation: str = "",
     sources: dict[str, str] | None = None,
+    per_family: dict[str, dict[str, Any]] | None = None,
 ) -> Callable[[Callable[..., MethodOutput]], Callable[..., MethodOutput]]:
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}")
+    if set(per_family or {}) - set(DATASET_FAMILIES):
+        raise ValueError(f"unknown dataset families {sorted(set(per_family or {}) - set(DATASET_FAMILIES))}")
 
     def decorate(fn: Callable[..., MethodOutput]) -> Callable[..., MethodOutput]:
         if name in _REGISTRY:
             raise ValueError(f"method {name!r} registered twice")
         _REGISTRY[name] = MethodSpec(name, family, summary, fn, defaults, presets or {}, per_ipc or {}, citation,
-                                     sources or {})
+                                     sources or {}, per_family or {})
         return fn
 
     return decorate
