@@ -91,7 +91,6 @@ def test_distill_takes_the_methods_pixel_space_for_the_data_unless_chosen(tmp_pa
 
 
 def _cli():
-    from distilkit.cli import cli
-    from distilkit.cli import methods  # noqa: F401  (registers the command)
+    from distilkit.cli import cli, methods  # noqa: F401  (methods registers the command)
 
     return cli

@@ -15,8 +15,9 @@ from distilkit.cli import cli
               help="'embedded', a local folder/parquet file, or a Hub dataset id.")
 @click.option("--subset", help="Hub dataset configuration (subset) name.")
 @click.option("--split", default="train", show_default=True, help="Train split of the source.")
-@click.option("--pixel-space", type=click.Choice(["raw", "normalized", "zca"]), default="normalized",
-              show_default=True, help="Pixel space (must match the mtt run that uses the experts).")
+@click.option("--pixel-space", type=click.Choice(["raw", "normalized", "zca"]),
+              help="Pixel space (must match the mtt run that uses the experts) [mtt's for the data: zca on RGB, "
+                   "else normalized].")
 @click.option("--preset", default="cpu", show_default=True, help="standard | cpu | smoke (model, experts, epochs).")
 @click.option("--model", help="Network [the preset's].")
 @click.option("--num-experts", type=int, help="Number of experts [the preset's].")
@@ -37,13 +38,18 @@ def experts_command(source, subset, split, pixel_space, preset, model, num_exper
     from distilkit.data.sources import SourceConfig, load_real
     from distilkit.errors import DistilkitError
     from distilkit.experts import ensure_experts, expert_preset, push_experts
+    from distilkit.methods import get_method
+    from distilkit.methods.registry import dataset_families
     from distilkit.runtime import make_accelerator
 
     cfg = expert_preset(preset, model=model, num_experts=num_experts, epochs=epochs, seed=seed)
     cfg.check()
     accelerator = make_accelerator()
     with accelerator.main_process_first():
-        real = load_real(SourceConfig(source=source, subset=subset, split=split), pixel_space, seed)
+        real = load_real(SourceConfig(source=source, subset=subset, split=split), pixel_space or "normalized", seed)
+        wanted = get_method("mtt").default_pixel_space(dataset_families(real))
+        if pixel_space is None and wanted not in (None, real.pixel_space.kind):
+            real = load_real(SourceConfig(source=source, subset=subset, split=split), wanted, seed)
     experts = ensure_experts(real, cfg, accelerator)
     if not accelerator.is_main_process:
         return
