@@ -9,6 +9,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from distilkit.data.dsa import DEFAULT_STRATEGY, DIGIT_STRATEGY, is_digit_dataset
 from distilkit.data.sources import SourceConfig, load_real
 from distilkit.distilled import DistilledSet
 from distilkit.errors import DistilkitError
@@ -61,6 +62,9 @@ def evaluate_set(
         raise DistilkitError(f"source images are {tuple(real.image_shape)}, the set's are "
                              f"{tuple(dset.images.shape[1:])}")
     test_images = dset.pixel_space.from_uint8(real.test_images)
+    if protocol.dsa and protocol.dsa_strategy == DEFAULT_STRATEGY and any(
+            is_digit_dataset(str(real.info.get(k) or "")) for k in ("id", "hub_id")):
+        protocol = dataclasses.replace(protocol, dsa_strategy=DIGIT_STRATEGY)  # DSA README: no flip for digits
     lr = dset.lr_for(protocol.use_learned_lr)
     targets = dset.training_targets(protocol.labels)
     results = []

@@ -117,3 +117,19 @@ def test_every_training_audit_uses_the_run_wide_labels_and_lr(soft_set, accelera
     card = read_card(folder)
     assert card.data["distilkit"]["audits"]["mixing"]["labels"] == "soft"
     assert "soft labels, learned lr" in card.text
+
+
+def test_evaluate_drops_dsa_flip_on_digit_datasets(soft_set, embedded_real, accelerator, monkeypatch):
+    import dataclasses
+
+    import distilkit.evaluate as evaluate
+    from distilkit.data.dsa import DEFAULT_STRATEGY, DIGIT_STRATEGY
+
+    strategies = []
+    monkeypatch.setattr(evaluate, "train_and_test", lambda *a, **k: strategies.append(a[5].dsa_strategy) or 0.5)
+    dset = DistilledSet.load(soft_set)
+    evaluate.evaluate_set(dset, runs=1, preset="smoke", accelerator=accelerator)
+    digits = dataclasses.replace(embedded_real, info={**embedded_real.info, "id": "ylecun/mnist", "hub_id": None})
+    monkeypatch.setattr(evaluate, "load_real", lambda *a, **k: digits)
+    evaluate.evaluate_set(dset, runs=1, preset="smoke", accelerator=accelerator)
+    assert strategies == [DEFAULT_STRATEGY, DIGIT_STRATEGY]

@@ -17,29 +17,21 @@ the cpu preset on embedded FMNIST"); ``distilkit methods NAME --verbose`` prints
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from distilkit.data.dsa import DIGIT_STRATEGY, is_digit_dataset
 from distilkit.errors import DistilkitError
 
 FAMILIES = ("selection", "performance-matching", "distribution-matching", "parameter-matching")
 DATASET_FAMILIES = ("rgb", "grayscale", "digits")
-DIGIT_DSA_STRATEGY = "color_crop_cutout_scale_rotate"
+DIGIT_DSA_STRATEGY = DIGIT_STRATEGY
 # Family defaults every method shares (for the keys it has), with their provenance.
 SHARED_FAMILY_DEFAULTS = {"digits": {"dsa_strategy": DIGIT_DSA_STRATEGY}}
 SHARED_FAMILY_SOURCES = {"digits.dsa_strategy": "DSA README: no flip for digit datasets (MNIST, SVHN)"}
-
-
-def is_digit_dataset(source_id: str) -> bool:
-    """Whether a source id names a digit dataset (MNIST, SVHN, USPS; not Fashion- or Kuzushiji-MNIST)."""
-    name = source_id.lower()
-    if any(other in name for other in ("fashion", "kmnist", "kuzushiji")):
-        return False
-    return "svhn" in name or "usps" in name or re.search(r"(?<![a-z])e?mnist", name) is not None
 
 
 def dataset_families(real: Any) -> tuple[str, ...]:
