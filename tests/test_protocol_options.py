@@ -133,3 +133,23 @@ def test_evaluate_drops_dsa_flip_on_digit_datasets(soft_set, embedded_real, acce
     monkeypatch.setattr(evaluate, "load_real", lambda *a, **k: digits)
     evaluate.evaluate_set(dset, runs=1, preset="smoke", accelerator=accelerator)
     assert strategies == [DEFAULT_STRATEGY, DIGIT_STRATEGY]
+
+
+def test_audit_cli_flags_reach_the_report(soft_set, tmp_path):
+    import json
+
+    from distilkit.cli import audit as audit_cli  # noqa: F401  (registers the command)
+    from distilkit.cli import cli
+
+    folder = tmp_path / "set"
+    shutil.copytree(soft_set, folder)
+    runner = CliRunner()
+    done = runner.invoke(cli, ["audit", str(folder), "--only", "pixels", "--preset", "smoke", "--labels", "soft",
+                               "--learned-lr"])
+    assert done.exit_code == 0, done.output
+    entry = json.loads((folder / "audit" / "report.json").read_text())["audits"]["pixels"]
+    assert (entry["labels"], entry["learned_lr"]) == ("soft", True)
+    done = runner.invoke(cli, ["audit", str(folder), "--only", "pixels", "--preset", "paper"])
+    entry = json.loads((folder / "audit" / "report.json").read_text())["audits"]["pixels"]
+    assert done.exit_code == 0 and (entry["labels"], entry["learned_lr"]) == ("hard", False)
+    assert runner.invoke(cli, ["audit", str(folder), "--labels", "fuzzy"]).exit_code == 2
