@@ -41,7 +41,7 @@ class DistillConfig:
     ipc: int = 10
     preset: str = DEFAULT_PRESET
     seed: int = 0
-    pixel_space: str = "normalized"
+    pixel_space: str | None = None  # None: the method's default for the dataset family, else "normalized"
     zca_eps: float = 0.1
     out: str | None = None
     method_args: dict[str, Any] = field(default_factory=dict)

@@ -67,9 +67,20 @@ class DistilledSet:
     def num_classes(self) -> int:
         return len(self.class_names)
 
-    def training_targets(self) -> torch.Tensor:
-        """What to train on: soft labels when the set has them, else hard labels."""
-        return self.soft_labels if self.soft_labels is not None else self.labels
+    def training_targets(self, labels: str = "soft") -> torch.Tensor:
+        """What to train on: ``labels="soft"``: the soft labels when the set has them, else the hard
+        labels; ``"hard"``: always the hard labels (the study's protocol)."""
+        if labels not in ("hard", "soft"):
+            raise ValueError(f"labels must be 'hard' or 'soft', got {labels!r}")
+        return self.soft_labels if labels == "soft" and self.soft_labels is not None else self.labels
+
+    def labels_used(self, labels: str = "soft") -> str:
+        """Which labels :meth:`training_targets` gives for ``labels``: "soft" only if the set has them."""
+        return "soft" if labels == "soft" and self.soft_labels is not None else "hard"
+
+    def lr_for(self, learned_lr: bool) -> float | None:
+        """The set's learned learning rate if ``learned_lr`` and it has one, else None (the protocol's)."""
+        return self.learned_lr if learned_lr and self.learned_lr else None
 
     def card_metadata(self) -> dict:
         """The machine-readable ``distilkit:`` entry of the card (non-finite numbers written as null)."""

@@ -9,12 +9,14 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from distilkit.data.dsa import DEFAULT_STRATEGY, DIGIT_STRATEGY, is_digit_dataset
 from distilkit.data.sources import SourceConfig, load_real
 from distilkit.distilled import DistilledSet
 from distilkit.errors import DistilkitError
 from distilkit.models import validate_model_name
 from distilkit.runtime import distilkit_version, make_accelerator
-from distilkit.train import TrainConfig, train_and_test, train_preset
+from distilkit.seeding import derive_seed
+from distilkit.train import LABEL_CHOICES, TrainConfig, train_and_test, train_preset
 
 
 def source_config_of(dset: DistilledSet, override: str | None = None) -> SourceConfig:
@@ -43,11 +45,15 @@ def evaluate_set(
     protocol: TrainConfig | None = None,
     scores: bool = False,
     cache=None,
+    labels: str | None = None,
+    learned_lr: bool | None = None,
 ) -> list[dict]:
     """Mean ± std test accuracy over ``runs`` fresh models per architecture. Runs are split across
     processes and gathered; every process returns the same list. ``models`` may name ``cross`` (the
     cross-architecture pool). ``scores``: also the fair scores IOR, HLR, LRS, ARS
-    (:mod:`distilkit.scores`), with the full-real models from ``cache`` (a RealModelCache)."""
+    (:mod:`distilkit.scores`), with the full-real models from ``cache`` (a RealModelCache).
+    ``labels`` ("hard" | "soft") and ``learned_lr`` override the protocol's (None: the preset's;
+    ``paper``: hard labels, lr 0.01)."""
     from accelerate.utils import gather_object
 
     from distilkit.models.classic import expand_models
@@ -57,6 +63,10 @@ def evaluate_set(
     names = expand_models(models or [protocol.model], protocol.model)
     for model in names:
         validate_model_name(model, "evaluate")  # before any data is loaded
+    if labels is not None and labels not in LABEL_CHOICES:
+        raise DistilkitError(f"labels must be one of {', '.join(LABEL_CHOICES)}, got {labels!r}")
+    protocol = dataclasses.replace(protocol, **{k: v for k, v in (("labels", labels), ("use_learned_lr", learned_lr))
+                                                if v is not None})
     accelerator = accelerator or make_accelerator()
     with accelerator.main_process_first():
         real = load_real(source_config_of(dset, source), pixel_space="raw", seed=int(
@@ -67,7 +77,11 @@ def evaluate_set(
         raise DistilkitError(f"source images are {tuple(real.image_shape)}, the set's are "
                              f"{tuple(dset.images.shape[1:])}")
     test_images = dset.pixel_space.from_uint8(real.test_images)
-    lr = dset.learned_lr if (protocol.use_learned_lr and dset.learned_lr) else None
+    if protocol.dsa and protocol.dsa_strategy == DEFAULT_STRATEGY and any(
+            is_digit_dataset(str(real.info.get(k) or "")) for k in ("id", "hub_id")):
+        protocol = dataclasses.replace(protocol, dsa_strategy=DIGIT_STRATEGY)  # DSA README: no flip for digits
+    lr = dset.lr_for(protocol.use_learned_lr)
+    targets = dset.training_targets(protocol.labels)
     results = []
     if scores and cache is None:
         from distilkit.audit.real_models import RealModelCache
@@ -81,10 +95,10 @@ def evaluate_set(
         mine = list(range(accelerator.process_index, runs, accelerator.num_processes))
         local = []
         for run in tqdm(mine, desc=f"evaluate {model}", disable=not accelerator.is_local_main_process):
-            acc = train_and_test(dset.images, dset.training_targets(), test_images, real.test_labels,
-                                 dset.num_classes, protocol, seed=seed * 1000 + run, model_name=model, lr=lr,
-                                 device=accelerator.device)
-            fair = None if ctx is None else run_scores(dset, ctx, protocol, model, seed * 1000 + run, seed, run,
+            run_seed = derive_seed("evaluate", seed, model, run)  # the fair scores' runs pair with it
+            acc = train_and_test(dset.images, targets, test_images, real.test_labels, dset.num_classes, protocol,
+                                 seed=run_seed, model_name=model, lr=lr, device=accelerator.device)
+            fair = None if ctx is None else run_scores(dset, ctx, protocol, model, run_seed, seed, run,
                                                        acc, lr, device=accelerator.device)
             local.append((run, acc, fair))
         gathered = sorted(gather_object(local) if accelerator.num_processes > 1 else local, key=lambda t: t[0])
@@ -93,6 +107,7 @@ def evaluate_set(
             "model": model, "preset": preset, "runs": runs,
             "mean": round(statistics.fmean(accs), 6), "std": round(statistics.pstdev(accs), 6),
             "accuracies": [round(a, 6) for a in accs], "seed": seed, "lr": lr or protocol.lr,
+            "labels": dset.labels_used(protocol.labels), "learned_lr": lr is not None,
             "protocol": {**protocol.to_dict(), "model": model},
             "test_set": f"{real.info['id']} {real.info['test']['split']} ({real.test_images.shape[0]} images)",
             "date": dt.date.today().isoformat(), "distilkit_version": distilkit_version(),
@@ -102,10 +117,17 @@ def evaluate_set(
     return results
 
 
+def _result_key(r: dict) -> tuple:
+    """(model, preset, labels option, learned-lr option); results from before these options count as
+    the defaults they were measured with (soft labels when present, the learned lr when present)."""
+    protocol = r.get("protocol") or {}
+    return r.get("model"), r.get("preset"), protocol.get("labels", "soft"), protocol.get("use_learned_lr", True)
+
+
 def merge_results(existing: list[dict], new: list[dict]) -> list[dict]:
-    """Replace results with the same (model, preset), keep the others."""
-    keys = {(r["model"], r["preset"]) for r in new}
-    return [r for r in existing if (r.get("model"), r.get("preset")) not in keys] + new
+    """Replace results with the same (model, preset, labels, learned lr), keep the others."""
+    keys = {_result_key(r) for r in new}
+    return [r for r in existing if _result_key(r) not in keys] + new
 
 
 def evaluate_folder(folder: str | Path, **kwargs) -> list[dict]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -18,6 +19,7 @@ from distilkit.data.sources import load_real
 from distilkit.distilled import DistilledSet
 from distilkit.errors import DistilkitError
 from distilkit.methods import RunContext, get_method
+from distilkit.methods.registry import dataset_families
 from distilkit.outputs import FolderLock, check_output_folder, check_replaceable
 from distilkit.runtime import describe_hardware, distilkit_version, make_accelerator
 
@@ -48,6 +50,7 @@ def distill(cfg: DistillConfig, accelerator=None, resume: bool = False, overwrit
     """Run ``cfg`` end to end and return the folder of the saved distilled set."""
     cfg.check()
     spec = get_method(cfg.method)
+    # bad method_args fail before any loading; the dataset-family layer is applied once the data is known
     method_cfg = spec.resolve(cfg.preset, cfg.ipc, cfg.method_args)
     out = Path(cfg.out) if cfg.out else default_out(cfg)
     if overwrite:
@@ -58,7 +61,7 @@ def distill(cfg: DistillConfig, accelerator=None, resume: bool = False, overwrit
     accelerator = accelerator or make_accelerator()
     # One run per output folder: the lock is held until the set is saved (another run fails at once).
     with FolderLock(out, "distill") if accelerator.is_main_process else contextlib.nullcontext():
-        return _distill(cfg, spec, method_cfg, out, accelerator, resume, overwrite)
+        return _distill(cfg, spec, out, accelerator, resume, overwrite)
 
 
 def _local_inputs(cfg: DistillConfig, method_cfg: dict) -> list[str]:
@@ -70,10 +73,16 @@ def _local_inputs(cfg: DistillConfig, method_cfg: dict) -> list[str]:
     return [p for p in paths if p and Path(p).expanduser().exists()]
 
 
-def _distill(cfg: DistillConfig, spec, method_cfg: dict, out: Path, accelerator, resume: bool,
-             overwrite: bool) -> Path:
+def _distill(cfg: DistillConfig, spec, out: Path, accelerator, resume: bool, overwrite: bool) -> Path:
     with accelerator.main_process_first():
-        real = load_real(cfg.source, cfg.pixel_space, cfg.seed, cfg.zca_eps)
+        real = load_real(cfg.source, cfg.pixel_space or "normalized", cfg.seed, cfg.zca_eps)
+    families = dataset_families(real)
+    wanted = spec.default_pixel_space(families)
+    if cfg.pixel_space is None and wanted not in (None, real.pixel_space.kind):
+        with accelerator.main_process_first():  # the method's pixel space for this kind of data (e.g. MTT: ZCA)
+            real = load_real(cfg.source, wanted, cfg.seed, cfg.zca_eps)
+    cfg = dataclasses.replace(cfg, pixel_space=real.pixel_space.kind)
+    method_cfg = spec.resolve(cfg.preset, cfg.ipc, cfg.method_args, families)
     check_fits(real, cfg.method, cfg.ipc, method_cfg)
 
     resolved = {**cfg.to_dict(), "out": str(out), "method_args": method_cfg}

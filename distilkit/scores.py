@@ -36,6 +36,7 @@ import torch
 
 from distilkit.data.real import RealData
 from distilkit.distilled import DistilledSet
+from distilkit.seeding import generator as seed_generator
 from distilkit.train import TrainConfig, train_and_test
 
 W = 0.5
@@ -50,20 +51,12 @@ def exp_score(x: float) -> float:
 
 def random_subset(real: RealData, counts: torch.Tensor, seed: int, run: int) -> torch.Tensor:
     """Train indices with ``counts[c]`` random images of class c (class-major), from a stream of its own."""
-    generator = torch.Generator().manual_seed(hash_seed("fair-scores/random-subset", seed, run))
+    generator = seed_generator("fair-scores-random-subset", seed, run)
     picks = []
     for c, n in enumerate(counts.tolist()):
         pool = real.class_indices(c)
         picks.append(pool[torch.randperm(pool.numel(), generator=generator)[:n]])
     return torch.cat(picks)
-
-
-def hash_seed(purpose: str, seed: int, index: int) -> int:
-    """A 63-bit seed derived from (purpose, seed, index), independent of other streams."""
-    import hashlib
-
-    digest = hashlib.sha256(f"{purpose}|{seed}|{index}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
 @dataclasses.dataclass
@@ -84,7 +77,8 @@ def fair_context(dset: DistilledSet, real_raw: RealData, model: str, protocol: T
     real = dataclasses.replace(real_raw, pixel_space=dset.pixel_space)
     net, acc = cache.get(real, model, protocol, FULL_REAL_SEED, device=device)
     test_images, test_labels = real.test_set()
-    return FairContext(real, test_images, test_labels, float(acc), net if dset.soft_labels is not None else None)
+    teacher = net if dset.labels_used(protocol.labels) == "soft" else None  # soft-label runs: relabel random data
+    return FairContext(real, test_images, test_labels, float(acc), teacher)
 
 
 @torch.no_grad()
@@ -107,10 +101,11 @@ def run_scores(dset: DistilledSet, ctx: FairContext, protocol: TrainConfig, mode
         teacher_labels(ctx.teacher, rand_images, device)
     with_aug, without_aug = dataclasses.replace(protocol, dsa=True), dataclasses.replace(protocol, dsa=False)
     acc = {"set": set_acc, "random": train(rand_images, rand_targets, protocol, None)}
-    acc["set_hard"] = set_acc if dset.soft_labels is None else train(dset.images, dset.labels, protocol, lr)
+    hard_already = dset.labels_used(protocol.labels) == "hard"
+    acc["set_hard"] = set_acc if hard_already else train(dset.images, dset.labels, protocol, lr)
     for name, cfg in (("aug", with_aug), ("noaug", without_aug)):
         same = cfg.dsa == protocol.dsa
-        acc[f"set_{name}"] = set_acc if same else train(dset.images, dset.training_targets(), cfg, lr)
+        acc[f"set_{name}"] = set_acc if same else train(dset.images, dset.training_targets(protocol.labels), cfg, lr)
         acc[f"random_{name}"] = acc["random"] if same else train(rand_images, rand_targets, cfg, None)
     ior = acc["set"] - acc["random"]
     hlr = ctx.full_real_acc - acc["set_hard"]

@@ -19,6 +19,8 @@ from torch import nn
 from distilkit.data.dsa import DEFAULT_STRATEGY, DSA
 from distilkit.errors import DistilkitError
 from distilkit.models import create_model
+from distilkit.seeding import generator as seed_generator
+from distilkit.seeding import seeded
 
 
 @dataclass
@@ -35,7 +37,8 @@ class TrainConfig:
     lr_schedule: str = "step_half"  # "step_half" (x0.1 at half) or "constant"
     dsa: bool = True
     dsa_strategy: str = DEFAULT_STRATEGY
-    use_learned_lr: bool = True
+    use_learned_lr: bool = True  # train on a distilled set's learned lr when it has one
+    labels: str = "soft"  # "soft": a distilled set's soft labels when it has them; "hard": its hard labels
 
     def steps_for(self, n: int) -> int:
         if self.iterations is not None:
@@ -49,16 +52,23 @@ class TrainConfig:
 
 TRAIN_PRESETS: dict[str, TrainConfig] = {
     "standard": TrainConfig(model="convnet", epochs=1000, dsa=True),
-    "paper": TrainConfig(model="convnet", iterations=300, batch_size=None, weight_decay=0.0,
-                         lr_schedule="constant", dsa=False),
+    # the study's "train on distilled" protocol exactly: SGD lr 0.01, momentum 0.9, no weight decay, constant
+    # lr, full batch, 300 iterations, no augmentation, hard labels, no learned lr (REFERENCE.md §1)
+    "paper": TrainConfig(model="convnet", iterations=300, batch_size=None, lr=0.01, momentum=0.9, weight_decay=0.0,
+                         lr_schedule="constant", dsa=False, use_learned_lr=False, labels="hard"),
     "cpu": TrainConfig(model="convnet-w32", epochs=300, dsa=True),
     "smoke": TrainConfig(model="convnet-w8-d2", epochs=20, dsa=True),
 }
 
 
+LABEL_CHOICES = ("hard", "soft")
+
+
 def train_preset(name: str, **overrides) -> TrainConfig:
     if name not in TRAIN_PRESETS:
         raise DistilkitError(f"unknown preset {name!r}; choose from {', '.join(TRAIN_PRESETS)}")
+    if overrides.get("labels") not in (None, *LABEL_CHOICES):
+        raise DistilkitError(f"labels must be one of {', '.join(LABEL_CHOICES)}, got {overrides['labels']!r}")
     return dataclasses.replace(TRAIN_PRESETS[name], **{k: v for k, v in overrides.items() if v is not None})
 
 
@@ -100,8 +110,9 @@ def training_steps(
         raise ValueError(f"unknown optimizer {optimizer!r}")
     dsa = DSA(cfg.dsa_strategy) if cfg.dsa else None
     images, targets = images.to(device), targets.to(device)
-    order = torch.randperm(n, generator=generator)
-    cursor = 0
+    # Minibatches walk one permutation per epoch, tail included (a DataLoader with shuffle=True and
+    # drop_last=False, as the reference evaluation loops): every image is seen once per epoch.
+    order, cursor = torch.randperm(n, generator=generator), 0
     yield 0
     for step in range(steps):
         model.train()  # a caller may have switched to eval mode to look at the model in between
@@ -111,7 +122,7 @@ def training_steps(
         if batch == n:
             x, y = images, targets
         else:
-            if cursor + batch > n:
+            if cursor >= n:
                 order, cursor = torch.randperm(n, generator=generator), 0
             idx = order[cursor : cursor + batch].to(device)
             cursor += batch
@@ -165,10 +176,11 @@ def train_and_test(
     device: torch.device | str = "cpu",
     optimizer: str = "sgd",
 ) -> float:
-    """One evaluation run: fresh model (init seeded by ``seed``), train, return test accuracy."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    """One evaluation run: fresh model, train, return test accuracy. ``seed`` is the run's seed (a
+    member of a named stream, see :mod:`distilkit.seeding`); the initialisation and the data order
+    come from two independent streams derived from it."""
+    with seeded("model-init", seed):
         model = create_model(model_name or cfg.model, images.shape[1], num_classes, tuple(images.shape[2:]))
-    generator = torch.Generator().manual_seed(seed + 7919)
+    generator = seed_generator("data-order", seed)
     train_model(model, images, targets, cfg, generator, lr=lr, device=device, optimizer=optimizer)
     return accuracy(model, test_images, test_labels, device=device)

@@ -1,6 +1,6 @@
 """Benchmark the learned-set methods: seconds per iteration and peak memory, and BPTT memory vs T.
 
-Part 1 runs ``dm``, ``dc``, ``dsa``, ``cafe``, ``krr`` (FRePo and KIP kernels) and ``bptt`` for a few
+Part 1 runs ``dm``, ``dc``, ``dsa``, ``cafe``, ``krr`` (FRePo and random-features kernels) and ``bptt`` for a few
 iterations each with their resolved preset (default ``cpu``) and reports s/iteration (wall time of
 the run / iterations, setup included) and the peak resident memory of the process. With
 ``--before-after`` each method also runs *before* distilkit's two CPU-wide fixes, as measured by
@@ -32,7 +32,8 @@ from pathlib import Path
 import torch
 
 VARIANTS = {"dm": ("dm", {}), "dc": ("dc", {}), "dsa": ("dsa", {}), "cafe": ("cafe", {}),
-            "krr-frepo": ("krr", {"kernel": "frepo"}), "krr-kip": ("krr", {"kernel": "kip"}), "bptt": ("bptt", {})}
+            "krr-frepo": ("krr", {"kernel": "frepo"}), "krr-rf": ("krr", {"kernel": "random-features"}),
+            "bptt": ("bptt", {})}
 
 
 def peak_mb() -> float:
@@ -101,7 +102,7 @@ def main() -> None:
     parser.add_argument("--source", default="embedded")
     parser.add_argument("--preset", default="cpu")
     parser.add_argument("--ipc", type=int, default=10)
-    parser.add_argument("--methods", default="dm,dc,dsa,cafe,krr-frepo,krr-kip,bptt")
+    parser.add_argument("--methods", default="dm,dc,dsa,cafe,krr-frepo,krr-rf,bptt")
     parser.add_argument("--before-after", action="store_true", dest="before_after",
                         help="also run each method without distilkit's CPU fixes (allocator, pooling)")
     parser.add_argument("--iterations", type=int, default=5)

@@ -13,13 +13,13 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 def test_bench_methods_runs_on_tiny_settings(tmp_path):
     out = tmp_path / "methods.json"
     cmd = [sys.executable, str(EXAMPLES / "bench_methods.py"), "--preset", "smoke", "--ipc", "1", "--iterations", "1",
-           "--methods", "cafe,krr-frepo,krr-kip,bptt", "--steps", "4", "--model", "convnet-w8-d2", "--batch-real", "2",
+           "--methods", "cafe,krr-frepo,krr-rf,bptt", "--steps", "4", "--model", "convnet-w8-d2", "--batch-real", "2",
            "--out", str(out)]
     done = subprocess.run(cmd, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     rows = json.loads(out.read_text())["rows"]
     methods = [r for r in rows if r["part"] == "methods"]
-    assert [r["variant"] for r in methods] == ["cafe", "krr-frepo", "krr-kip", "bptt"]
+    assert [r["variant"] for r in methods] == ["cafe", "krr-frepo", "krr-rf", "bptt"]
     assert all(r["s_per_iteration"] > 0 and r["peak_rss_mb"] > 0 for r in methods)
     memory = [r for r in rows if r["part"] == "bptt_memory"]
     assert [(r["steps"], r["segment"]) for r in memory] == [(4, 0), (4, 2)]

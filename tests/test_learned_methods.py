@@ -9,7 +9,7 @@ from distilkit.checkpoint import Checkpointer
 from distilkit.errors import DistilkitError
 from distilkit.methods import RunContext, get_method
 
-VARIANTS = [("cafe", {}), ("krr", {}), ("krr", {"kernel": "kip"}), ("bptt", {})]
+VARIANTS = [("cafe", {}), ("krr", {}), ("krr", {"kernel": "random-features"}), ("bptt", {})]
 
 
 def run(name, real, accelerator, seed=0, ipc=2, checkpointer=None, resume=False, **args):

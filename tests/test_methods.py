@@ -109,6 +109,28 @@ def test_dm_chunked_step_equals_one_pass(embedded_real, accelerator):
         torch.testing.assert_close(grad, grads[0], rtol=1e-3, atol=1e-4 * grads[0].abs().max().item())
 
 
+def test_dm_never_chunks_a_batchnorm_network(embedded_real, accelerator):
+    """BatchNorm embeds an image by its batch's statistics: asked for small chunks, DM still runs
+    each side as one batch, so the loss and gradient equal the unchunked step's."""
+    from distilkit.methods.dm import has_batch_statistics, matching_step
+    from distilkit.models import create_model
+
+    torch.manual_seed(0)
+    net = create_model("convnet-w8-d2-bn", 1, 10, (28, 28)).requires_grad_(False).train()
+    assert has_batch_statistics(net) and not has_batch_statistics(create_model("convnet-w8-d2", 1, 10, (28, 28)))
+    indices = embedded_real.sample_per_class(6, torch.Generator().manual_seed(0))
+    labels = torch.arange(10).repeat_interleave(3)
+    grads, losses = [], []
+    for real_chunk, syn_chunk in ((0, 0), (7, 3)):
+        images = embedded_real.batch(embedded_real.sample_per_class(3, torch.Generator().manual_seed(1)).reshape(-1))
+        images.requires_grad_(True)
+        losses.append(matching_step(net, embedded_real, indices, images, labels, None, None, accelerator, 6,
+                                    real_chunk, syn_chunk))
+        grads.append(images.grad)
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5)
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-4, atol=1e-6 * grads[0].abs().max().item())
+
+
 def test_methods_verbose_names_where_each_default_comes_from():
     from click.testing import CliRunner
 
@@ -123,3 +145,30 @@ def test_methods_verbose_names_where_each_default_comes_from():
     assert spec.source_of("inner_steps", "cpu", 10).startswith("preset cpu, IPC>=10: tuned")
     assert spec.source_of("inner_steps", "standard", 50) == "IPC>=50: " + spec.sources["inner_steps"]
     assert spec.source_of("log_every", "standard", 10) == "default"
+
+
+def test_minibatches_walk_one_permutation_per_epoch_including_the_tail():
+    """10 images at batch 6 (batch < n < 2 * batch): each epoch is one batch of 6 and one of 4, and
+    together they hold every image exactly once (no fresh random subset per step)."""
+    from distilkit.train import TrainConfig, training_steps
+
+    seen: list[list[int]] = []
+
+    class Recorder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(1, 2)
+
+        def forward(self, x):
+            seen.append(x[:, 0, 0, 0].round().long().tolist())
+            return self.linear(x[:, 0, 0, :1])
+
+    images = torch.arange(10).float().view(10, 1, 1, 1)
+    cfg = TrainConfig(epochs=3, batch_size=6, dsa=False)
+    assert cfg.steps_for(10) == 6
+    for _ in training_steps(Recorder(), images, torch.arange(10) % 2, cfg, torch.Generator().manual_seed(0)):
+        pass
+    assert [len(b) for b in seen] == [6, 4] * 3
+    for epoch in range(3):
+        assert sorted(seen[2 * epoch] + seen[2 * epoch + 1]) == list(range(10))
+    assert seen[0] != seen[2]  # a fresh permutation every epoch

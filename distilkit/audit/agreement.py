@@ -29,7 +29,7 @@ import math
 
 import torch
 
-from distilkit.audit.common import audit_seed, pyplot, save_figure, share
+from distilkit.audit.common import pyplot, save_figure, share
 from distilkit.audit.real_runs import (
     STUDY_DISTILLED,
     STUDY_REAL,
@@ -44,6 +44,7 @@ from distilkit.audit.stats import mann_whitney_u, outcome_from_test
 from distilkit.data.real import RealData
 from distilkit.distilled import DistilledSet
 from distilkit.errors import DistilkitError
+from distilkit.seeding import derive_seed
 from distilkit.train import TrainConfig
 
 
@@ -89,12 +90,12 @@ def audit_agreement(dset: DistilledSet, real: RealData, cfg: dict, ctx: AuditCon
     if int(cfg["distilled_seeds"]) < 1:
         raise DistilkitError("agreement: distilled_seeds must be at least 1")
     test_images, test_labels = test_split(real, cfg["test_subsample"], ctx.seed)
-    match_half, score_half = split_halves(test_labels, audit_seed("agreement-split", ctx.seed))
+    match_half, score_half = split_halves(test_labels, derive_seed("agreement-split", ctx.seed))
     distilled_protocol = TrainConfig(model=cfg["model"], **cfg["distilled_protocol"])
 
     def distilled_predictions(i: int) -> torch.Tensor:
-        model = train_on_distilled(dset, real, cfg["model"], distilled_protocol,
-                                   audit_seed("agreement-distilled-model", ctx.seed, i), ctx.device)
+        model = train_on_distilled(dset, real, cfg["model"], distilled_protocol, ctx.seed, ctx.device, ctx.labels,
+                                   ctx.learned_lr, index=i)
         return predict(model, test_images, ctx.device)
 
     distilled_pred = torch.stack(share(ctx.accelerator, range(int(cfg["distilled_seeds"])), distilled_predictions,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -61,13 +60,3 @@ def save_figure(fig, out_dir: Path, name: str) -> str:
     plt.close(fig)
     tmp.replace(out_dir / name)
     return f"{out_dir.name}/{name}"
-
-
-def audit_seed(purpose: str, seed: int, index: int = 0) -> int:
-    """The seed of the ``index``-th model (or draw) an audit makes for ``purpose`` from its ``seed``.
-
-    The one place new audit seeds are derived (a hash of the three, so different purposes and
-    indices never share a seed); the seeding streams of ``distilkit.seeding`` replace it at merge.
-    """
-    digest = hashlib.sha256(f"distilkit-audit:{purpose}:{seed}:{index}".encode()).digest()
-    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF

@@ -4,8 +4,8 @@ Along ONE real-data training run (the study's protocol), at each of the configur
 model after that many steps), the Hessian trace of the mean cross-entropy w.r.t. all parameters is
 estimated by Hutchinson's method (Rademacher probes, PyHessian's relative-tolerance stopping rule)
 on (a) a seeded, class-balanced subsample of the real train split — ``real_subsample`` images,
-drawn once with ``torch.Generator().manual_seed(seed)`` and used at every iteration — and (b) the
-distilled set with its training targets. Optionally the top Hessian eigenvalue by power iteration.
+drawn once from the ``curvature-subsample`` seed stream and used at every iteration — and (b) the
+distilled set with the audit run's labels (``--labels``). Optionally the top Hessian eigenvalue by power iteration.
 Curves are smoothed by an EMA with a per-iteration decay (``ema``; sparse checkpoints are smoothed
 less, see :func:`ema`); peaks and end values are read from the smoothed curves.
 The study (full real set, every iteration 0..300, EMA 0.9) found the distilled trace peaking early
@@ -24,6 +24,7 @@ from distilkit.audit.real_runs import STUDY_REAL, parse_iterations, seeded_model
 from distilkit.audit.registry import AuditContext, AuditResult, Table, register_audit
 from distilkit.data.real import RealData
 from distilkit.distilled import DistilledSet
+from distilkit.seeding import generator as seed_generator
 from distilkit.train import TrainConfig, training_steps
 
 
@@ -52,20 +53,22 @@ def audit_curvature(dset: DistilledSet, real: RealData, cfg: dict, ctx: AuditCon
     protocol = TrainConfig(model=cfg["model"], **cfg["protocol"])
     checkpoints = parse_iterations(cfg["iterations"])
     per_class = max(1, min(int(real.class_counts.min()), int(cfg["real_subsample"]) // real.num_classes))
-    pick = real.sample_per_class(per_class, torch.Generator().manual_seed(ctx.seed)).reshape(-1)
-    sets = {"real": (real.batch(pick), real.train_labels[pick]), "distilled": (dset.images, dset.training_targets())}
-    model = seeded_model(cfg["model"], real, ctx.seed)
+    pick = real.sample_per_class(per_class, seed_generator("curvature-subsample", ctx.seed)).reshape(-1)
+    sets = {"real": (real.batch(pick), real.train_labels[pick]),
+            "distilled": (dset.images, ctx.distilled_targets(dset))}
+    model = seeded_model(cfg["model"], real, ctx.seed, "curvature-run")
     images = real.batch(torch.arange(real.train_labels.shape[0]))
     trace = {name: [] for name in sets}
     probes = {name: [] for name in sets}
     eigen = {name: [] for name in sets}
     bar = tqdm(total=len(checkpoints), desc="curvature", disable=not ctx.accelerator.is_local_main_process)
-    for t in training_steps(model, images, real.train_labels, protocol, torch.Generator().manual_seed(ctx.seed + 7919),
-                            device=ctx.device, steps=checkpoints[-1]):
+    order = seed_generator("curvature-run", ctx.seed, "order")
+    for t in training_steps(model, images, real.train_labels, protocol, order, device=ctx.device,
+                            steps=checkpoints[-1]):
         if t not in checkpoints:
             continue
-        for s, (name, (x, y)) in enumerate(sets.items()):
-            generator = torch.Generator().manual_seed(ctx.seed * 1_000_003 + 2 * t + s)
+        for name, (x, y) in sets.items():
+            generator = seed_generator("curvature-probes", ctx.seed, t, name)
             # probes share each chunk's graph; the vmapped double backward only pays off on GPUs
             # (examples/bench_curvature.py: on two CPU cores a loop over the shared graph is 17 % faster)
             estimate = hutchinson_trace(model, x, y, generator, cfg["max_probes"], cfg["tolerance"],

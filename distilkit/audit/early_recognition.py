@@ -25,6 +25,7 @@ from distilkit.audit.real_runs import STUDY_REAL, predict, seeded_model, test_sp
 from distilkit.audit.registry import AuditContext, AuditResult, Table, register_audit
 from distilkit.data.real import RealData
 from distilkit.distilled import DistilledSet
+from distilkit.seeding import generator as seed_generator
 from distilkit.train import TrainConfig, training_steps
 
 
@@ -61,13 +62,14 @@ def audit_early_recognition(dset: DistilledSet, real: RealData, cfg: dict, ctx: 
     protocol = TrainConfig(model=cfg["model"], **cfg["protocol"])
     steps, window, tol = int(cfg["iterations"]), int(cfg["window"]), float(cfg["plateau_tolerance"])
     test_images, test_labels = test_split(real, cfg["test_subsample"], ctx.seed)
-    model = seeded_model(cfg["model"], real, ctx.seed)
+    model = seeded_model(cfg["model"], real, ctx.seed, "early-recognition-run")
     images = real.batch(torch.arange(real.train_labels.shape[0]))
     distilled_acc = torch.empty(steps + 1)
     distilled_loss = torch.empty(steps + 1)
     test_acc = torch.empty(steps + 1)
     bar = tqdm(total=steps + 1, desc="early-recognition", disable=not ctx.accelerator.is_local_main_process)
-    for t in training_steps(model, images, real.train_labels, protocol, torch.Generator().manual_seed(ctx.seed + 7919),
+    for t in training_steps(model, images, real.train_labels, protocol,
+                            seed_generator("early-recognition-run", ctx.seed, "order"),
                             device=ctx.device, steps=steps):
         distilled_acc[t], distilled_loss[t] = _accuracy_and_loss(model, dset.images, dset.labels, ctx.device)
         test_acc[t] = (predict(model, test_images, ctx.device) == test_labels).float().mean()

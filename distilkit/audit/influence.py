@@ -39,7 +39,7 @@ import torch
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from distilkit.audit.common import audit_seed, pyplot, save_figure, to_original_pixels
+from distilkit.audit.common import pyplot, save_figure, to_original_pixels
 from distilkit.audit.loo import influence_from_losses, loo_test_losses, spearman, tracin
 from distilkit.audit.real_models import penultimate
 from distilkit.audit.real_runs import STUDY_DISTILLED, balanced_subsample, seeded_model, test_split
@@ -49,6 +49,8 @@ from distilkit.audit.stats import OPEN, outcome_from_test, paired_test, sign_tes
 from distilkit.data.real import RealData
 from distilkit.distilled import DistilledSet
 from distilkit.errors import DistilkitError
+from distilkit.seeding import derive_seed
+from distilkit.seeding import generator as seed_generator
 from distilkit.train import TrainConfig
 
 ESTIMATORS = ("auto", "exact", "tracin")
@@ -127,7 +129,8 @@ def _influence(images, targets, labels, test_images, test_labels, init, protocol
         subset = torch.arange(n)
         small_exact = influence
     else:  # TracIn, validated against exact leave-one-out on a class-balanced subset of the set
-        subset = balanced_subsample(labels, max(1, cfg["check_size"] // num_classes), ctx.seed)
+        subset = balanced_subsample(labels, max(1, cfg["check_size"] // num_classes),
+                                    derive_seed("tracin-check", ctx.seed))
         small_exact = exact_influence(images[subset], targets[subset], test_images, test_labels, init, protocol,
                                       cfg, lr, ctx.accelerator)
     if not ctx.accelerator.is_main_process:
@@ -159,12 +162,13 @@ def _semantics(influence: torch.Tensor, labels: torch.Tensor, test_labels: torch
     positive = influence.clamp(min=0)
     same_class = test_labels.unsqueeze(0) == labels.unsqueeze(1)
     random_coherence = random_same_class_coherence(features, test_labels, num_classes, top.shape[1],
-                                                   cfg["random_sets"], seed + 1)
+                                                   cfg["random_sets"], derive_seed("coherence-random", seed))
     return {"top": top, "purity": (test_labels[top] == labels.unsqueeze(1)).float().mean(1),
             "positive_share": (positive * same_class).sum(1) / positive.sum(1).clamp_min(1e-12),
             "coherence": mean_pairwise_cosine(features[top]), "random_same_class": random_coherence[labels],
             "random_by_class": random_coherence,
-            "matched": class_matched_coherence(features, test_labels, top, cfg["random_sets"], seed + 2)}
+            "matched": class_matched_coherence(features, test_labels, top, cfg["random_sets"],
+                                               derive_seed("coherence-class-matched", seed))}
 
 
 def _summary(stats: dict[str, torch.Tensor]) -> dict:
@@ -199,20 +203,20 @@ def audit_influence(dset: DistilledSet, real: RealData, cfg: dict, ctx: AuditCon
     if cfg["estimator"] not in ESTIMATORS:
         raise DistilkitError(f"influence: unknown estimator {cfg['estimator']!r}; choose from {', '.join(ESTIMATORS)}")
     protocol = TrainConfig(model=cfg["model"], **cfg["protocol"])
-    lr = dset.learned_lr if protocol.use_learned_lr and dset.learned_lr else None
-    images, targets, labels = dset.images, dset.training_targets(), dset.labels
+    lr = ctx.distilled_lr(dset)
+    images, targets, labels = dset.images, ctx.distilled_targets(dset), dset.labels
     test_images, test_labels = test_split(real, cfg["test_subsample"], ctx.seed)
     n, k = images.shape[0], int(cfg["top_k"])
     estimator = cfg["estimator"]
     if estimator == "auto":
         estimator = "exact" if n <= cfg["exact_limit"] else "tracin"
-    init = seeded_model(cfg["model"], real, ctx.seed)
+    init = seeded_model(cfg["model"], real, ctx.seed, "loo")  # the coherence model's stream is "real-model"
     measured = _influence(images, targets, labels, test_images, test_labels, init, protocol, cfg, lr, estimator,
                           ctx, dset.num_classes)
     baseline = None
     if cfg["random_real_baseline"]:  # the same measurement for class-balanced random real images, same counts
         counts = torch.bincount(labels, minlength=dset.num_classes)
-        generator = torch.Generator().manual_seed(ctx.seed + 104729)
+        generator = seed_generator("influence-baseline", ctx.seed)
         pick = torch.cat([real.class_indices(c)[torch.randperm(len(real.class_indices(c)), generator=generator)
                                                 [: int(counts[c])]] for c in range(dset.num_classes)])
         base_labels = real.train_labels[pick]
@@ -224,7 +228,7 @@ def audit_influence(dset: DistilledSet, real: RealData, cfg: dict, ctx: AuditCon
     covered = torch.arange(n) if estimator == "exact" else balanced_subsample(
         labels, max(1, cfg["check_size"] // dset.num_classes), ctx.seed)
     for i in range(1, int(cfg["inits"])):
-        other = seeded_model(cfg["model"], real, audit_seed("influence-init", ctx.seed, i))
+        other = seeded_model(cfg["model"], real, ctx.seed, "loo", i)  # init i of the noise floor
         repeats.append(exact_influence(images[covered], targets[covered], test_images, test_labels, other, protocol,
                                        cfg, lr, ctx.accelerator))
     if measured is None:  # not the main process: its share of the leave-one-out models is done

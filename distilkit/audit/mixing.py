@@ -3,8 +3,12 @@
 For each k in ``ks``: train on the distilled set plus k real images per class, and, as the baseline,
 on IPC random real images per class plus the same k. Real additions are nested (the k=10 images
 contain the k=2 ones) and seeded; k is capped by what the smallest class has left. The study found
-that a little real data *lowers* accuracy, and that the curves meet only at k=250. Training uses
-hard labels throughout (as the study did), also for sets that carry soft labels.
+that a little real data *lowers* accuracy, and that the curves meet only at k=250. The distilled arm
+trains with the audit run's labels and lr (``--labels``, ``--learned-lr``; by default hard labels and
+lr 0.01, as the study did); real images always bring their hard labels. Seed s draws
+its real images and its model from its own streams; within a seed both arms and every k share the
+model's initialisation and data order (a paired design, :mod:`distilkit.seeding`). Training uses
+the same protocol for both arms.
 
 Uncertainty: every seed trains the distilled and the baseline runs from the same initialisation
 seed and with the same real additions, so differences are paired by seed. The verdict follows from
@@ -25,6 +29,8 @@ from distilkit.audit.registry import AuditContext, AuditResult, Table, register_
 from distilkit.audit.stats import FAILS, HOLDS, describe, paired_test
 from distilkit.data.real import RealData
 from distilkit.distilled import DistilledSet
+from distilkit.seeding import derive_seed
+from distilkit.seeding import generator as seed_generator
 from distilkit.train import TrainConfig, train_and_test
 
 PAPER = {"model": "convnet", "iterations": 300, "batch_size": None, "lr": 0.01, "momentum": 0.9,
@@ -44,18 +50,24 @@ def audit_mixing(dset: DistilledSet, real: RealData, cfg: dict, ctx: AuditContex
     ks = sorted({min(k, room) for k in cfg["ks"] if room >= 0})
     test_images, test_labels = real.test_set()
     num_classes = dset.num_classes
-    draws = [real.sample_per_class(dset.ipc + ks[-1], torch.Generator().manual_seed(ctx.seed * 100 + seed))
+    draws = [real.sample_per_class(dset.ipc + ks[-1], seed_generator("mixing-draw", ctx.seed, seed))
              for seed in range(cfg["seeds"])]
     jobs = [(seed, k, name) for seed in range(cfg["seeds"]) for k in ks for name in ("distilled", "random")]
+    targets, lr = ctx.distilled_targets(dset), ctx.distilled_lr(dset)
+
+    def real_targets(idx: torch.Tensor) -> torch.Tensor:  # one-hot rows beside soft distilled labels
+        y = real.train_labels[idx]
+        return y if targets.dtype == torch.long else torch.nn.functional.one_hot(y, num_classes).float()
 
     def run(job: tuple[int, int, str]) -> float:
         seed, k, name = job
         drawn = draws[seed]
         extra = drawn[:, dset.ipc : dset.ipc + k].reshape(-1)
         base = drawn[:, : dset.ipc].reshape(-1)
-        x, y = (dset.images, dset.labels) if name == "distilled" else (real.batch(base), real.train_labels[base])
-        return train_and_test(torch.cat([x, real.batch(extra)]), torch.cat([y, real.train_labels[extra]]),
-                              test_images, test_labels, num_classes, protocol, seed=ctx.seed * 1000 + seed,
+        x, y = (dset.images, targets) if name == "distilled" else (real.batch(base), real_targets(base))
+        return train_and_test(torch.cat([x, real.batch(extra)]), torch.cat([y, real_targets(extra)]),
+                              test_images, test_labels, num_classes, protocol,
+                              seed=derive_seed("mixing", ctx.seed, seed), lr=lr if name == "distilled" else None,
                               device=ctx.device)
 
     results = share(ctx.accelerator, jobs, run, "mixing")

@@ -13,6 +13,7 @@ from distilkit.audit.common import pyplot, save_figure, to_original_pixels
 from distilkit.audit.registry import AuditContext, AuditResult, Table, register_audit
 from distilkit.data.real import RealData
 from distilkit.distilled import DistilledSet
+from distilkit.seeding import generator as seed_generator
 
 
 @register_audit("pixels", question=1, summary="distilled vs real pixel statistics in the original [0, 1] space",
@@ -20,7 +21,7 @@ from distilkit.distilled import DistilledSet
 def audit_pixels(dset: DistilledSet, real: RealData, cfg: dict, ctx: AuditContext) -> AuditResult:
     distilled = to_original_pixels(dset.images, dset.pixel_space)
     n = min(cfg["real_sample"], real.train_images.shape[0])
-    pick = torch.randperm(real.train_images.shape[0], generator=torch.Generator().manual_seed(ctx.seed))[:n]
+    pick = torch.randperm(real.train_images.shape[0], generator=seed_generator("pixels-sample", ctx.seed))[:n]
     real_px = real.train_images[pick].float() / 255.0
     outside = ((distilled < 0) | (distilled > 1)).float().mean().item()
     below, above = (distilled < 0).float().mean().item(), (distilled > 1).float().mean().item()

@@ -2,8 +2,10 @@
 
 Files: ``<cache>/models/<key>.safetensors`` (the state dict) with the model name, protocol and real
 test accuracy in the safetensors metadata. ``key`` hashes the source description, a content hash
-of the train split, the pixel space, the model name, the protocol and the seed, so a cached model
-is reused by every audit and run that asks for the same thing and never by one that does not.
+of the train split, the pixel space, the model name, the protocol, the seed and the seed-stream
+version (:data:`distilkit.seeding.STREAM_VERSION`), so a cached model is reused by every audit and
+run that asks for the same thing and never by one that does not. A model's initialisation and data
+order come from the ``real-model`` seed streams of (seed, model name).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from torch import nn
 from distilkit.data.real import RealData
 from distilkit.data.sources import cache_dir
 from distilkit.models import create_model
+from distilkit.seeding import STREAM_VERSION, seeded
+from distilkit.seeding import generator as seed_generator
 from distilkit.train import TrainConfig, accuracy, train_model
 
 
@@ -59,11 +63,11 @@ class RealModelCache:
         """A model trained on the whole real train split, and its real test accuracy."""
         fp = self._fingerprints.setdefault(id(real), real_fingerprint(real))
         key = hashlib.sha256(json.dumps({"real": fp, "model": model_name, "protocol": protocol.to_dict(),
-                                         "seed": seed}, sort_keys=True).encode()).hexdigest()[:32]
+                                         "seed": seed, "seed_streams": STREAM_VERSION},
+                                        sort_keys=True).encode()).hexdigest()[:32]
         path = self.root / f"{key}.safetensors"
         c, h, w = real.image_shape
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with seeded("real-model", seed, model_name, "init"):
             model = create_model(model_name, c, real.num_classes, (h, w))
         if path.is_file():
             self.hits += 1
@@ -72,7 +76,8 @@ class RealModelCache:
             return model.to(device).eval(), float(meta["test_accuracy"])
         self.misses += 1
         images = real.batch(torch.arange(real.train_images.shape[0]))
-        train_model(model, images, real.train_labels, protocol, torch.Generator().manual_seed(seed), device=device)
+        train_model(model, images, real.train_labels, protocol, seed_generator("real-model", seed, model_name, "order"),
+                    device=device)
         test_images, test_labels = real.test_set()
         test_acc = accuracy(model, test_images, test_labels, device=device)
         self.root.mkdir(parents=True, exist_ok=True)
@@ -101,7 +106,8 @@ def cached_tensors(cache: RealModelCache, real: RealData, kind: str, spec: dict,
     files go to ``<cache>/pools/<kind>-<key>.safetensors``. Hits and misses count in ``cache``.
     """
     fp = cache._fingerprints.setdefault(id(real), real_fingerprint(real))
-    key = hashlib.sha256(json.dumps({"real": fp, "kind": kind, "spec": spec, "seed": seed}, sort_keys=True,
+    key = hashlib.sha256(json.dumps({"real": fp, "kind": kind, "spec": spec, "seed": seed,
+                                     "seed_streams": STREAM_VERSION}, sort_keys=True,
                                     default=str).encode()).hexdigest()[:32]
     path = cache.root.parent / "pools" / f"{kind}-{key}.safetensors"
     if path.is_file():

@@ -18,6 +18,8 @@ from distilkit.audit.real_models import RealModelCache, cached_tensors
 from distilkit.data.real import RealData
 from distilkit.distilled import DistilledSet
 from distilkit.models import create_model
+from distilkit.seeding import derive_seed, seeded
+from distilkit.seeding import generator as seed_generator
 from distilkit.train import TrainConfig, train_model, training_steps
 
 STUDY_REAL = {"batch_size": 256, "lr": 0.01, "momentum": 0.9, "weight_decay": 0.0, "dsa": False,
@@ -25,10 +27,11 @@ STUDY_REAL = {"batch_size": 256, "lr": 0.01, "momentum": 0.9, "weight_decay": 0.
 STUDY_DISTILLED = {**STUDY_REAL, "iterations": 300, "batch_size": None}
 
 
-def seeded_model(name: str, real: RealData, seed: int) -> nn.Module:
+def seeded_model(name: str, real: RealData, seed: int, purpose: str = "audit-model", *index: int | str) -> nn.Module:
+    """A fresh model for ``real`` initialised from member ``index`` of seed stream ``purpose`` under
+    ``seed`` (:mod:`distilkit.seeding`)."""
     c, h, w = real.image_shape
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(purpose, seed, *index, "init"):
         return create_model(name, c, real.num_classes, (h, w))
 
 
@@ -71,17 +74,21 @@ def test_split(real: RealData, subsample: int | None, seed: int) -> tuple[torch.
     images, labels = real.test_set()
     if subsample is None or subsample >= labels.shape[0]:
         return images, labels
-    keep = balanced_subsample(labels, max(1, subsample // real.num_classes), seed)
+    keep = balanced_subsample(labels, max(1, subsample // real.num_classes), derive_seed("test-subsample", seed))
     return images[keep], labels[keep]
 
 
 def train_on_distilled(dset: DistilledSet, real: RealData, model_name: str, protocol: TrainConfig, seed: int,
-                       device: torch.device | str = "cpu") -> nn.Module:
-    """A fresh model trained on the distilled set (its soft labels if it has them)."""
-    model = seeded_model(model_name, real, seed)
-    lr = dset.learned_lr if protocol.use_learned_lr and dset.learned_lr else None
-    return train_model(model, dset.images, dset.training_targets(), protocol,
-                       torch.Generator().manual_seed(seed + 7919), lr=lr, device=device)
+                       device: torch.device | str = "cpu", labels: str = "hard", learned_lr: bool = False,
+                       index: int = 0) -> nn.Module:
+    """A fresh model trained on the distilled set with its ``labels`` ("hard", or "soft" if it has
+    them) and, with ``learned_lr``, its learned lr (else the protocol's; the audit-wide options of
+    :class:`~distilkit.audit.registry.AuditContext` decide, not ``protocol.use_learned_lr``). Its
+    initialisation and data order come from member ``index`` of the ``distilled-model`` streams."""
+    model = seeded_model(model_name, real, seed, "distilled-model", index)
+    lr = dset.lr_for(learned_lr)
+    return train_model(model, dset.images, dset.training_targets(labels), protocol,
+                       seed_generator("distilled-model", seed, index, "order"), lr=lr, device=device)
 
 
 def subset_pool(real: RealData, cache: RealModelCache, model_name: str, protocol: TrainConfig, size: int,
@@ -105,10 +112,10 @@ def subset_pool(real: RealData, cache: RealModelCache, model_name: str, protocol
         test_images, test_labels = test_split(real, test_subsample, seed)
 
         def one(m: int) -> torch.Tensor:
-            generator = torch.Generator().manual_seed(seed * 100_003 + m)
-            pick = real.sample_per_class(per_class[m], generator).reshape(-1)
-            model = seeded_model(model_name, real, seed * 100_003 + m)
-            train_model(model, real.batch(pick), real.train_labels[pick], protocol, generator, device=device)
+            pick = real.sample_per_class(per_class[m], seed_generator("subset-model", seed, m, "subset")).reshape(-1)
+            model = seeded_model(model_name, real, seed, "subset-model", m)
+            train_model(model, real.batch(pick), real.train_labels[pick], protocol,
+                        seed_generator("subset-model", seed, m, "order"), device=device)
             return predict(model, test_images, device).to(torch.int16)
 
         predictions = torch.stack(share(accelerator, range(size), one, "subset pool"))
@@ -132,8 +139,8 @@ def early_pool(real: RealData, cache: RealModelCache, model_name: str, protocol:
         test_images, test_labels = test_split(real, test_subsample, seed)
 
         def one(r: int) -> torch.Tensor:
-            model = seeded_model(model_name, real, seed * 100_003 + r)
-            generator = torch.Generator().manual_seed(seed * 100_003 + r + 7919)
+            model = seeded_model(model_name, real, seed, "early-stopped", r)
+            generator = seed_generator("early-stopped", seed, r, "order")
             run = torch.empty(iterations + 1, test_labels.shape[0], dtype=torch.int16)
             for t in training_steps(model, images, real.train_labels, protocol, generator, device=device,
                                     steps=iterations):

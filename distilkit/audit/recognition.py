@@ -19,6 +19,7 @@ from distilkit.audit.real_models import penultimate
 from distilkit.audit.registry import AuditContext, AuditResult, Table, register_audit
 from distilkit.data.real import RealData
 from distilkit.distilled import DistilledSet
+from distilkit.seeding import generator as seed_generator
 from distilkit.train import TrainConfig
 
 REAL_PROTOCOL = {"batch_size": 256, "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4, "dsa": False,
@@ -70,7 +71,7 @@ def audit_recognition(dset: DistilledSet, real: RealData, cfg: dict, ctx: AuditC
     summary["nearest_real_centroid_is_own_class"] = round((nearest == labels).float().mean().item(), 4)
 
     n = min(cfg["projection_points"], real_feats.shape[0])
-    pick = torch.randperm(real_feats.shape[0], generator=torch.Generator().manual_seed(ctx.seed))[:n]
+    pick = torch.randperm(real_feats.shape[0], generator=seed_generator("recognition-projection", ctx.seed))[:n]
     both = torch.cat([real_feats[pick], syn_feats])
     centered = both - both.mean(0)
     _, _, v = torch.linalg.svd(centered, full_matrices=False)

@@ -16,6 +16,10 @@ from distilkit.errors import DistilkitError
 from distilkit.validation import check_options
 
 AUDIT_PRESETS = ("smoke", "cpu", "paper")
+# How every audit trains on the distilled set, per preset (``distilkit audit --labels/--learned-lr``
+# override): the study's protocol — hard labels, the protocol's lr 0.01, never a learned lr.
+TRAINING_DEFAULTS: dict[str, dict[str, Any]] = {preset: {"labels": "hard", "learned_lr": False}
+                                                 for preset in AUDIT_PRESETS}
 
 
 @dataclass
@@ -62,10 +66,20 @@ class AuditContext:
     preset: str
     out_dir: Path  # the set's audit/ folder (files are written there under temporary names first)
     models: Any  # RealModelCache
+    labels: str = "hard"  # every training on the distilled set: "hard" | "soft" (its soft labels, if any)
+    learned_lr: bool = False  # ... with the set's learned lr (if it has one) instead of the protocol's
 
     @property
     def device(self):
         return self.accelerator.device
+
+    def distilled_targets(self, dset) -> Any:
+        """The targets every audit trains on the distilled set with (:attr:`labels`)."""
+        return dset.training_targets(self.labels)
+
+    def distilled_lr(self, dset) -> float | None:
+        """The lr every audit trains on the distilled set with: its learned lr, or None (the protocol's)."""
+        return dset.lr_for(self.learned_lr)
 
 
 @dataclass

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from distilkit import jsonio
 from distilkit.audit.real_models import RealModelCache
-from distilkit.audit.registry import AuditContext, Table, get_audit, list_audits
+from distilkit.audit.registry import AUDIT_PRESETS, TRAINING_DEFAULTS, AuditContext, Table, get_audit, list_audits
 from distilkit.data.sources import load_real
 from distilkit.distilled import DistilledSet
 from distilkit.errors import DistilkitError
@@ -51,6 +51,7 @@ def load_report(folder: Path) -> dict:
 def card_audit_entries(report: dict) -> dict:
     """What the card's ``distilkit.audits`` holds per audit: question, preset, date, summary and its tests."""
     return jsonio.finite({name: {"question": a["question"], "preset": a["preset"], "date": a["date"],
+                                 **{k: a[k] for k in ("labels", "learned_lr") if k in a},
                                  "summary": a["summary"], **_card_tests(a.get("tests"))}
                           for name, a in report.get("audits", {}).items()})
 
@@ -84,7 +85,9 @@ def audit_markdown(report: dict) -> str:
         parts.append("**Verdict.** " + " ".join(audits[n]["verdict"] for n in names))
         for name in names:
             entry = audits[name]
-            parts.append(f"#### `{name}` ({entry['preset']} preset, seed {entry['seed']}, {entry['date']})")
+            training = (f", {entry['labels']} labels, {'learned' if entry.get('learned_lr') else 'protocol'} lr"
+                        if "labels" in entry else "")
+            parts.append(f"#### `{name}` ({entry['preset']} preset, seed {entry['seed']}{training}, {entry['date']})")
             if entry.get("tests"):
                 parts.append(tests_table(entry["tests"]).to_markdown())
             parts += [Table(**t).to_markdown() for t in entry.get("tables", [])]
@@ -102,10 +105,19 @@ def _card_tests(tests: list[dict] | None) -> dict:
 
 def run_audits(folder: str | Path, only: list[str] | None = None, preset: str = "cpu", seed: int = 0,
                source: str | None = None, accelerator=None, cache: RealModelCache | None = None,
-               overrides: dict[str, dict] | None = None) -> dict:
+               overrides: dict[str, dict] | None = None, labels: str | None = None,
+               learned_lr: bool | None = None) -> dict:
     """Run the named audits (default: all) on the set in ``folder``; return the merged report.
-    ``overrides`` maps an audit name to options that replace its preset defaults."""
+    ``overrides`` maps an audit name to options that replace its preset defaults. ``labels``
+    ("hard" | "soft") and ``learned_lr`` say how every audit trains on the distilled set (None: the
+    preset's, :data:`~distilkit.audit.registry.TRAINING_DEFAULTS`)."""
     folder = Path(folder)
+    if preset not in AUDIT_PRESETS:
+        raise DistilkitError(f"unknown audit preset {preset!r}; choose from {', '.join(AUDIT_PRESETS)}")
+    training = {**TRAINING_DEFAULTS[preset], **{k: v for k, v in (("labels", labels), ("learned_lr", learned_lr))
+                                                 if v is not None}}
+    if training["labels"] not in ("hard", "soft"):
+        raise DistilkitError(f"labels must be 'hard' or 'soft', got {training['labels']!r}")
     accelerator = accelerator or make_accelerator()
     names = only or list_audits()
     specs = [get_audit(n) for n in names]
@@ -123,7 +135,9 @@ def run_audits(folder: str | Path, only: list[str] | None = None, preset: str = 
         raise DistilkitError("the source does not match the set (classes or image shape differ); pass --source")
     real.pixel_space = dset.pixel_space
     cache = cache or RealModelCache()
-    ctx = AuditContext(accelerator=accelerator, seed=seed, preset=preset, out_dir=folder / "audit", models=cache)
+    ctx = AuditContext(accelerator=accelerator, seed=seed, preset=preset, out_dir=folder / "audit", models=cache,
+                       labels=training["labels"], learned_lr=bool(training["learned_lr"]))
+    used = {"labels": dset.labels_used(ctx.labels), "learned_lr": bool(ctx.learned_lr and dset.learned_lr)}
     today = dt.date.today().isoformat()
     entries: dict[str, dict] = {}
     # Distributed audits run first, on every process, in the same order (so no process waits in a collective
@@ -135,7 +149,7 @@ def run_audits(folder: str | Path, only: list[str] | None = None, preset: str = 
         result = spec.fn(dset, real, configs[spec.name], ctx)
         if accelerator.is_main_process:
             entries[spec.name] = {
-                "question": spec.question, "preset": preset, "seed": seed, "config": configs[spec.name],
+                "question": spec.question, "preset": preset, "seed": seed, **used, "config": configs[spec.name],
                 "summary": result.summary, "verdict": result.verdict, "tests": result.tests, "series": result.series,
                 "tables": [t.to_dict() for t in result.tables],
                 "figures": result.figures, "artifacts": result.artifacts, "date": today,

@@ -24,11 +24,13 @@ import statistics
 
 import torch
 
-from distilkit.audit.common import audit_seed, pyplot, save_figure, share
+from distilkit.audit.common import pyplot, save_figure, share
 from distilkit.audit.registry import AuditContext, AuditResult, Table, register_audit
 from distilkit.audit.stats import describe, paired_test
 from distilkit.data.real import RealData
 from distilkit.distilled import DistilledSet
+from distilkit.seeding import derive_seed
+from distilkit.seeding import generator as seed_generator
 from distilkit.train import TrainConfig, train_and_test
 
 BASE = {"model": "convnet", "iterations": 300, "batch_size": None, "lr": 0.01, "momentum": 0.9,
@@ -64,9 +66,10 @@ def audit_sensitivity(dset: DistilledSet, real: RealData, cfg: dict, ctx: AuditC
     base = TrainConfig(**cfg["protocol"])
     grid = setups(base, cfg["architecture"], cfg["minibatch"])
     test_images, test_labels = real.test_set()
-    picks = [real.sample_per_class(dset.ipc, torch.Generator().manual_seed(ctx.seed if s == 0 else
-                                   audit_seed("sensitivity-random-subset", ctx.seed, s))).reshape(-1)
+    picks = [real.sample_per_class(dset.ipc, seed_generator("sensitivity-random-subset", ctx.seed, s)).reshape(-1)
              for s in range(cfg["seeds"])]
+    distilled = (dset.images, ctx.distilled_targets(dset))
+    learned = ctx.distilled_lr(dset)  # with --learned-lr: the distilled arm's SGD setups scale the learned lr
     names = ("distilled", "random")
     jobs = [(setup, name, s) for setup in grid for name in names for s in range(cfg["seeds"])]
 
@@ -74,9 +77,10 @@ def audit_sensitivity(dset: DistilledSet, real: RealData, cfg: dict, ctx: AuditC
         setup, name, s = job
         protocol, optimizer = grid[setup]
         pick = picks[s]
-        x, y = (dset.images, dset.labels) if name == "distilled" else (real.batch(pick), real.train_labels[pick])
-        return train_and_test(x, y, test_images, test_labels, dset.num_classes, protocol,
-                              seed=ctx.seed * 1000 + s, device=ctx.device, optimizer=optimizer)
+        x, y = distilled if name == "distilled" else (real.batch(pick), real.train_labels[pick])
+        lr = learned * protocol.lr / base.lr if learned and name == "distilled" and optimizer == "sgd" else None
+        return train_and_test(x, y, test_images, test_labels, dset.num_classes, protocol, lr=lr,
+                              seed=derive_seed("sensitivity", ctx.seed, s), device=ctx.device, optimizer=optimizer)
 
     results = share(ctx.accelerator, jobs, run, "sensitivity")
     if not ctx.accelerator.is_main_process:  # the trainings are shared; the main process reports

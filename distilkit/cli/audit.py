@@ -15,9 +15,14 @@ from distilkit.cli import cli
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--arg", "args", multiple=True, metavar="AUDIT.KEY=VALUE",
               help="Audit option, e.g. --arg mixing.seeds=3 --arg 'recognition.panel=[convnet]'.")
+@click.option("--labels", type=click.Choice(["hard", "soft"]),
+              help="Every audit trains on the set's hard labels or its soft labels (if it has them) [hard, the "
+                   "study's protocol].")
+@click.option("--learned-lr/--no-learned-lr", "learned_lr", default=None,
+              help="Every audit trains on the set with its learned learning rate, if it has one [no: lr 0.01].")
 @click.option("--push", is_flag=True, help="SET is a Hub repo: commit the card and audit files back to it.")
 @click.option("--token", help="Hub token [HF_TOKEN, else the huggingface_hub login].")
-def audit_command(set_path, source, only, preset, seed, args, push, token) -> None:
+def audit_command(set_path, source, only, preset, seed, args, labels, learned_lr, push, token) -> None:
     """Run the audits on SET (a folder or a Hub repo id); write audit/report.json, figures and the card's
     audit section (into the folder, or with --push into the repo)."""
     from distilkit.audit import get_audit
@@ -36,7 +41,7 @@ def audit_command(set_path, source, only, preset, seed, args, push, token) -> No
     accelerator = make_accelerator()
     with open_set(set_path, token, accelerator) as opened:
         report = run_audits(opened.folder, only=names, preset=preset, seed=seed, source=source,
-                            accelerator=accelerator, overrides=overrides)
+                            accelerator=accelerator, overrides=overrides, labels=labels, learned_lr=learned_lr)
         if accelerator.is_main_process:
             for name, entry in report["audits"].items():
                 if names is None or name in names:

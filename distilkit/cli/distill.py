@@ -22,7 +22,8 @@ from distilkit.cli import cli
 @click.option("--ipc", type=int, help="Images per class [10].")
 @click.option("--preset", help="standard | paper | cpu | smoke [cpu].")
 @click.option("--seed", type=int, help="Random seed [0].")
-@click.option("--pixel-space", type=click.Choice(["raw", "normalized", "zca"]), help="[normalized].")
+@click.option("--pixel-space", type=click.Choice(["raw", "normalized", "zca"]),
+              help="[the method's for the dataset: zca for mtt on RGB data, else normalized].")
 @click.option("--out", help="Output folder [distilled/<source>-<method>-ipc<ipc>].")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML run config; flags win.")
 @click.option("--arg", "args", multiple=True, metavar="KEY=VALUE", help="Method option, e.g. --arg iterations=200.")

@@ -15,10 +15,15 @@ from distilkit.cli import cli
               "ConvNet, its batch-norm variant, timm/resnet18, vgg11, alexnet) [the preset's].")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--source", help="Real data to test on [the source recorded in the card].")
+@click.option("--labels", type=click.Choice(["hard", "soft"]),
+              help="Train on the set's hard labels or its soft labels (if it has them) [the preset's: paper hard, "
+                   "else soft].")
+@click.option("--learned-lr/--no-learned-lr", "learned_lr", default=None,
+              help="Train with the set's learned learning rate, if it has one [the preset's: paper no, else yes].")
 @click.option("--token", help="Hub token for private repos [HF_TOKEN, else the huggingface_hub login].")
 @click.option("--scores", is_flag=True, help="Also the fair scores IOR, HLR, LRS, ARS (random real subset, full real "
               "data (cached), with/without augmentation; no selection on test).")
-def evaluate_command(set_path, runs, preset, models, seed, source, token, scores) -> None:
+def evaluate_command(set_path, runs, preset, models, seed, source, labels, learned_lr, token, scores) -> None:
     """Train RUNS fresh models on SET, test them on the real test split, write mean ± std into the card.
     SET may be a Hub repo id: its results are printed, not written (publish a folder to update a card)."""
     from distilkit.evaluate import evaluate_folder
@@ -33,11 +38,12 @@ def evaluate_command(set_path, runs, preset, models, seed, source, token, scores
     accelerator = make_accelerator()
     with open_set(set_path, token, accelerator) as opened:
         results = evaluate_folder(opened.folder, runs=runs, preset=preset, seed=seed, source=source,
-                                  models=model_names, accelerator=accelerator, scores=scores)
+                                  models=model_names, accelerator=accelerator, labels=labels,
+                                  learned_lr=learned_lr, scores=scores)
     if accelerator.is_main_process:
         for r in results:
             click.echo(f"{r['model']:<24} {r['preset']:<9} {100 * r['mean']:6.2f} ± {100 * r['std']:.2f} %"
-                       f"  ({r['runs']} runs)")
+                       f"  ({r['runs']} runs; {r['labels']} labels, lr {r['lr']:.4g})")
             if "scores" in r:
                 sc = r["scores"]
                 signs = {"ior": "+", "hlr": "+"}  # differences of accuracies; LRS and ARS lie in [0, 1]

@@ -17,8 +17,9 @@ from distilkit.cli import cli
 @click.option("--split", default="train", show_default=True, help="Train split of the source.")
 @click.option("--drop-empty-classes", is_flag=True,
               help="Drop classes without train images (and remap labels) instead of refusing the source.")
-@click.option("--pixel-space", type=click.Choice(["raw", "normalized", "zca"]), default="normalized",
-              show_default=True, help="Pixel space (must match the mtt run that uses the experts).")
+@click.option("--pixel-space", type=click.Choice(["raw", "normalized", "zca"]),
+              help="Pixel space (must match the mtt run that uses the experts) [mtt's for the data: zca on RGB, "
+                   "else normalized].")
 @click.option("--preset", default="cpu", show_default=True, help="standard | cpu | smoke (model, experts, epochs).")
 @click.option("--model", help="Network [the preset's].")
 @click.option("--num-experts", type=int, help="Number of experts [the preset's].")
@@ -39,6 +40,8 @@ def experts_command(source, subset, split, drop_empty_classes, pixel_space, pres
     from distilkit.data.sources import SourceConfig, load_real
     from distilkit.errors import DistilkitError
     from distilkit.experts import ensure_experts, expert_preset, push_experts
+    from distilkit.methods import get_method
+    from distilkit.methods.registry import dataset_families
     from distilkit.outputs import check_output_folder
     from distilkit.runtime import make_accelerator
 
@@ -51,8 +54,11 @@ def experts_command(source, subset, split, drop_empty_classes, pixel_space, pres
         check_output_folder(dest, "--out")
     accelerator = make_accelerator()
     with accelerator.main_process_first():
-        real = load_real(SourceConfig(source=source, subset=subset, split=split,
-                                      drop_empty_classes=drop_empty_classes), pixel_space, seed)
+        source_cfg = SourceConfig(source=source, subset=subset, split=split, drop_empty_classes=drop_empty_classes)
+        real = load_real(source_cfg, pixel_space or "normalized", seed)
+        wanted = get_method("mtt").default_pixel_space(dataset_families(real))
+        if pixel_space is None and wanted not in (None, real.pixel_space.kind):
+            real = load_real(source_cfg, wanted, seed)
     experts = ensure_experts(real, cfg, accelerator)
     if not accelerator.is_main_process:
         return

@@ -12,10 +12,14 @@ from distilkit.cli import cli
 @click.argument("name", required=False)
 @click.option("--preset", default="cpu", show_default=True, help="Show the defaults this preset resolves to.")
 @click.option("--ipc", type=int, default=10, show_default=True, help="Show the defaults for this IPC.")
+@click.option("--family", "families", multiple=True, type=click.Choice(["rgb", "grayscale", "digits"]),
+              help="Dataset family to resolve for (repeatable, e.g. --family grayscale --family digits) [none: the "
+                   "base defaults; distill picks it from the data].")
 @click.option("--verbose", "-v", is_flag=True, help="Say where each default comes from.")
-def methods_command(name, preset, ipc, verbose) -> None:
-    """List distillation methods, or show NAME's resolved defaults for a preset and IPC."""
+def methods_command(name, preset, ipc, families, verbose) -> None:
+    """List distillation methods, or show NAME's resolved defaults for a preset, IPC and dataset family."""
     from distilkit.methods import get_method, list_methods
+    from distilkit.methods.registry import DATASET_FAMILIES
 
     if name is None:
         for method in list_methods():
@@ -23,7 +27,9 @@ def methods_command(name, preset, ipc, verbose) -> None:
             click.echo(f"{method:<10} {spec.family:<22} {spec.summary}")
         return
     spec = get_method(name)
-    resolved = spec.resolve(preset, ipc)  # an unknown preset or an IPC below 1 fails before any output
+    families = tuple(families)
+    # an unknown preset or an IPC below 1 fails before any output
+    resolved = spec.resolve(preset, ipc, families=families)
     click.echo(f"{name} ({spec.family}): {spec.summary}")
     if spec.citation:
         click.echo(f"cite: {spec.citation}")
@@ -33,4 +39,13 @@ def methods_command(name, preset, ipc, verbose) -> None:
         return
     for key in sorted(resolved):
         value = yaml.safe_dump({key: resolved[key]}, default_flow_style=True).strip()[1:-1]
-        click.echo(f"{value:<40} # {spec.source_of(key, preset, ipc)}")
+        click.echo(f"{value:<40} # {spec.source_of(key, preset, ipc, families)}")
+    space = spec.default_pixel_space(families)
+    if space:
+        click.echo(f"{'pixel space: ' + space:<40} # {spec.source_of('pixel_space', preset, ipc, families)}")
+    tables = spec.family_tables(DATASET_FAMILIES)
+    if tables:
+        click.echo("per dataset family (distill picks the family from the data; see --family):")
+        for family, table in tables:
+            values = ", ".join(f"{k}={v}" for k, v in table.items())
+            click.echo(f"  {family}: {values}")

@@ -13,12 +13,22 @@ All randomness comes from an explicit ``torch.Generator``, so runs are reproduci
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 DEFAULT_STRATEGY = "color_crop_cutout_flip_scale_rotate"
+DIGIT_STRATEGY = "color_crop_cutout_scale_rotate"  # DSA README: flip is not good for digit datasets
+
+
+def is_digit_dataset(source_id: str) -> bool:
+    """Whether a source id names a digit dataset (MNIST, SVHN, USPS; not Fashion- or Kuzushiji-MNIST)."""
+    name = source_id.lower()
+    if any(other in name for other in ("fashion", "kmnist", "kuzushiji")):
+        return False
+    return "svhn" in name or "usps" in name or re.search(r"(?<![a-z])e?mnist", name) is not None
 GROUPS = ("color", "crop", "cutout", "flip", "scale", "rotate")
 SCALE_RATIO = 1.2
 ROTATE_DEGREES = 15.0

@@ -55,14 +55,15 @@ def _pool_means(results: list[dict]) -> list[tuple[str, list[dict]]]:
 def evaluation_markdown(results: list[dict]) -> str:
     if not results:
         return "Not evaluated yet: run `distilkit evaluate <this set> --runs 5`."
-    lines = ["| model | protocol | runs | test accuracy (mean ± std) | real test set |",
-             "|---|---|---|---|---|"]
+    lines = ["| model | protocol | runs | test accuracy (mean ± std) | real test set | trained with |",
+             "|---|---|---|---|---|---|"]
     for r in results:
+        trained = f"{r['labels']} labels, lr {r['lr']:.4g}" if "labels" in r and r.get("lr") else ""
         lines.append(f"| `{r['model']}` | {r['preset']} | {r['runs']} | "
-                     f"{100 * r['mean']:.2f} ± {100 * r['std']:.2f} % | {r.get('test_set', '')} |")
+                     f"{100 * r['mean']:.2f} ± {100 * r['std']:.2f} % | {r.get('test_set', '')} | {trained} |")
     for preset, rs in _pool_means(results):
         mean = sum(r["mean"] for r in rs) / len(rs)
-        lines.append(f"| mean of {len(rs)} models | {preset} | | {100 * mean:.2f} % | |")
+        lines.append(f"| mean of {len(rs)} models | {preset} | | {100 * mean:.2f} % | | |")
     lines.append("")
     lines.append("Each run trains a freshly initialised model on the distilled set only and reports its final "
                  "accuracy on the real test split (no model selection on test).")

@@ -92,6 +92,11 @@ def distill_dm(real: RealData, ipc: int, cfg: dict, ctx: RunContext) -> MethodOu
     return MethodOutput(images=images.detach().cpu(), labels=syn_labels, history=history)
 
 
+def has_batch_statistics(net: torch.nn.Module) -> bool:
+    """Whether a module normalises by batch statistics (then splitting a batch changes its output)."""
+    return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in net.modules())
+
+
 def _chunk_size(setting: int | str, device: torch.device, cpu_default: int, total: int) -> int:
     if setting == "auto":
         setting = 0 if device.type == "cuda" else cpu_default
@@ -108,11 +113,15 @@ def matching_step(net: torch.nn.Module, real: RealData, indices: torch.Tensor, i
     are all-reduced across processes. Both sides run in chunks ("auto": 32 real images / 64
     synthetic images per pass on CPU, where small buffers are reused by the allocator; one pass on
     GPUs). Synthetic chunks hold whole classes and backpropagate separately, which is exact because
-    the loss is a sum over classes.
+    the loss is a sum over classes. A network with batch statistics (BatchNorm) is never chunked:
+    its embedding of an image depends on the whole batch, so each side runs as one batch of all
+    classes, as DM's reference code does for its BatchNorm ConvNet.
     """
     num_classes, local = indices.shape
     ipc = images.shape[0] // num_classes
     device = images.device
+    if has_batch_statistics(net):
+        real_chunk, syn_chunk = 0, 0
     with torch.no_grad():
         x_real = real.batch(indices.reshape(-1)).to(device)
         if dsa is not None:

@@ -40,7 +40,7 @@ from distilkit.methods.synthetic import initial_images
 STRATEGIES = ("auto", "vmap", "loop")
 COSINE_EPS = 1e-6  # DC's distance_wb adds 1e-6 to the product of the norms
 
-DEFAULTS = {"iterations": 1000, "lr_images": 0.1, "momentum": 0.5, "lr_net": 0.01, "momentum_net": 0.5,
+DEFAULTS = {"iterations": 1000, "lr_images": 0.1, "momentum": 0.5, "lr_net": 0.01, "momentum_net": 0.0,
             "batch_real": 256, "batch_train": 256, "outer_loop": 1, "inner_loop": 1, "model": "convnet",
             "init": "noise", "gradient_strategy": "auto", "class_chunk": 0, "checkpoint_every": 100,
             "log_every": 10}
@@ -49,7 +49,8 @@ PER_IPC = {1: {"outer_loop": 1, "inner_loop": 1}, 10: {"outer_loop": 10, "inner_
            20: {"outer_loop": 20, "inner_loop": 25}, 30: {"outer_loop": 30, "inner_loop": 20},
            40: {"outer_loop": 40, "inner_loop": 15}, 50: {"outer_loop": 50, "inner_loop": 10}}
 PRESETS = {
-    "cpu": {"iterations": 200, "batch_real": 32, "model": "convnet-w32", "init": "real", "checkpoint_every": 20,
+    "cpu": {"iterations": 200, "momentum_net": 0.5, "batch_real": 32, "model": "convnet-w32", "init": "real",
+            "checkpoint_every": 20,
             "per_ipc": {10: {"iterations": 30, "outer_loop": 10, "inner_loop": 5, "checkpoint_every": 5}}},
     "smoke": {"iterations": 4, "batch_real": 8, "model": "convnet-w8-d2", "init": "real", "checkpoint_every": 2,
               "log_every": 1, "per_ipc": {1: {"outer_loop": 2, "inner_loop": 1}}},
@@ -59,7 +60,10 @@ SOURCES = {
     "lr_images": "DC/DSA code (--lr_img 0.1), REFERENCE.md §3",
     "momentum": "DC code (image SGD momentum 0.5), REFERENCE.md §3",
     "lr_net": "DC code (--lr_net 0.01), REFERENCE.md §3",
-    "momentum_net": "DC code main.py (network SGD momentum 0.5)",
+    "momentum_net": "DC/DSA code main.py: the network's SGD has no momentum (since mid-2021; the first release "
+                    "used 0.5)",
+    "cpu.momentum_net": "distilkit's own choice, not the reference's: the cpu preset keeps 0.5, the value its "
+                        "measured numbers (cpu.iterations) were taken with",
     "batch_real": "DC code (--batch_real 256), REFERENCE.md §3",
     "batch_train": "DC code (--batch_train 256: batches of the synthetic set in the inner loop)",
     "outer_loop": "DC code get_loops (IPC 1/10/20/30/40/50 -> 1/10/20/30/40/50), REFERENCE.md §3",

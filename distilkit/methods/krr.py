@@ -12,10 +12,18 @@ and moves the images and labels by Adam. The kernel is ``phi(x) . phi(x')`` for 
 - ``frepo`` (default): the penultimate features of one network from a pool of ``pool_size``
   networks that are trained online on the synthetic set (one SGD step each time they are used) and
   re-initialised after ``max_online_steps`` steps, with staggered ages (FRePo's model pool).
-- ``kip``: a fixed neural kernel, the random-feature (NNGP) kernel of the ConvNet: the penultimate
+- ``random-features``: a fixed, finite random-feature kernel of the ConvNet: the penultimate
   features of ``kernel_nets`` randomly initialised, never trained networks, concatenated and scaled
-  by 1/sqrt(kernel_nets) (a Monte Carlo estimate of the architecture's NNGP kernel). The networks
-  are drawn once per run (``kernel_refresh=0``) or redrawn every ``kernel_refresh`` iterations.
+  by 1/sqrt(kernel_nets) (a Monte Carlo estimate of the architecture's NNGP kernel with a handful
+  of finite-width samples). The networks are drawn once per run (``kernel_refresh=0``) or redrawn
+  every ``kernel_refresh`` iterations. This is KIP's *idea* (a fixed kernel), not KIP's kernel:
+  KIP uses the exact infinite-width NTK/NNGP of a norm-free ConvNet (neural-tangents), which this
+  is not; the kernel was called ``kip`` before and that name is refused with a pointer here.
+
+FRePo details distilkit does its own way (``distilkit methods krr --verbose`` marks them): labels
+are learned as logits and regressed as ``softmax(logits) - 1/K`` (FRePo learns the label vectors
+themselves), the pool networks take plain SGD steps, and ``evaluate`` trains on the learned labels
+with soft cross-entropy (FRePo evaluates with MSE on its labels, Adam and a cosine schedule).
 
 Labels are learned as logits; the regression target of a synthetic image is its centered soft label
 ``softmax(logits) - 1/K``, and ``softmax(logits)`` is stored as the set's ``soft_label``, on which
@@ -36,15 +44,16 @@ from distilkit.methods.registry import MethodOutput, RunContext, register_method
 from distilkit.methods.synthetic import initial_images
 from distilkit.train import soft_cross_entropy
 
-KERNELS = ("frepo", "kip")
+KERNELS = ("frepo", "random-features")
+RENAMED_KERNELS = {"kip": "random-features"}
 
 
 @register_method(
     "krr",
     needs_embed=True,
     family="performance-matching",
-    summary="kernel ridge regression on the synthetic set: FRePo model-pool features (default) or KIP's fixed "
-            "random-feature ConvNet kernel; learned soft labels",
+    summary="kernel ridge regression on the synthetic set: FRePo model-pool features (default) or a fixed "
+            "finite random-feature ConvNet kernel (KIP-style, not KIP's infinite-width kernel); learned soft labels",
     defaults={"kernel": "frepo", "iterations": 5000, "lr_images": 0.003, "lr_labels": 0.003, "learn_labels": True,
               "label_confidence": 0.9, "ridge": 1e-6, "batch_real": 256, "model": "convnet", "pool_size": 10,
               "max_online_steps": 100, "lr_net": 0.01, "momentum_net": 0.9, "kernel_nets": 8, "kernel_refresh": 0,
@@ -64,9 +73,16 @@ KERNELS = ("frepo", "kip")
         "pool_size": "[R] FRePo paper (model pool)", "max_online_steps": "[R] FRePo paper",
         "ridge": "FRePo/KIP papers (regulariser of the kernel solve)", "learn_labels": "FRePo and KIP learn labels",
         "lr_images": "distilkit default (Adam, as FRePo and KIP)", "lr_labels": "distilkit default (Adam)",
+        "label_confidence": "distilkit's own choice: labels are learned as logits initialised to this confidence "
+                            "and regressed as softmax - 1/K; FRePo learns label vectors from centered one-hot, and "
+                            "evaluates with MSE (distilkit's evaluate: soft cross-entropy on the softmax)",
+        "lr_net": "distilkit's own choice: pool networks take SGD steps at lr 0.01 (FRePo's optimiser differs [R])",
+        "momentum_net": "distilkit's own choice (SGD momentum 0.9 for the pool networks)",
+        "kernel_nets": "distilkit: networks averaged by the random-features kernel (finite width; KIP's kernel is "
+                       "the exact infinite-width NTK/NNGP, not implemented)",
         "batch_real": "REFERENCE.md §3",
         "model": "ConvNet-3 w128, REFERENCE.md §2",
-        "cpu.iterations": "tuned on embedded FMNIST: frepo 66.3 / 78.4 %, kip 64.0 / 77.5 % at IPC 1 / 10",
+        "cpu.iterations": "tuned on embedded FMNIST: frepo 66.3 / 78.4 %, random-features 64.0 / 77.5 % at IPC 1 / 10",
         "cpu.lr_images": "cpu preset choice", "cpu.lr_labels": "cpu preset choice",
         "cpu.model": "ConvNet-3 w32 like every cpu preset",
     },
@@ -158,7 +174,7 @@ def krr_loss(nets: list[torch.nn.Module], x_syn: torch.Tensor, y_syn: torch.Tens
 
 
 def _kernel_nets(real: RealData, cfg: dict, ctx: RunContext, it: int) -> list[torch.nn.Module]:
-    """KIP's fixed random-feature kernel: ``kernel_nets`` untrained networks, drawn per refresh period."""
+    """The fixed random-feature kernel: ``kernel_nets`` untrained networks, drawn per refresh period."""
     period = -1 if cfg["kernel_refresh"] <= 0 else it - it % cfg["kernel_refresh"]
     return [seeded_model(cfg["model"], real, ctx.step_generator(period, stream=10 + m), ctx.device)
             .requires_grad_(False) for m in range(cfg["kernel_nets"])]
@@ -217,6 +233,10 @@ class _Pool:
 
 
 def _check(cfg: dict) -> None:
+    if cfg["kernel"] in RENAMED_KERNELS:
+        raise DistilkitError(f"krr: kernel {cfg['kernel']!r} is now called {RENAMED_KERNELS[cfg['kernel']]!r}: it is a "
+                             "finite random-feature kernel of the ConvNet, not KIP's infinite-width NTK/NNGP; pass "
+                             f"--arg kernel={RENAMED_KERNELS[cfg['kernel']]}")
     if cfg["kernel"] not in KERNELS:
         raise DistilkitError(f"krr: unknown kernel {cfg['kernel']!r}; choose from {', '.join(KERNELS)}")
     if cfg["ridge"] <= 0:

@@ -66,7 +66,7 @@ EXPERT_MEMORY = 8  # expert trajectories kept in memory at once
               "expert_train_epochs": 50, "expert_batch": 256, "checkpoint_every": 500, "log_every": 10},
     presets={
         "cpu": {"iterations": 60, "model": "convnet-w32", "num_experts": 3, "expert_train_epochs": 12,
-                "max_start_epoch": 8, "lr_images": 100.0, "checkpoint_every": 20,
+                "max_start_epoch": 8, "checkpoint_every": 20,
                 "per_ipc": {1: {"syn_steps": 10, "max_start_epoch": 2, "lr_lr": 1e-6},
                             10: {"syn_steps": 10, "batch_syn": 25, "max_start_epoch": 8, "lr_lr": 1e-5}}},
         "smoke": {"iterations": 4, "syn_steps": 3, "expert_epochs": 1, "max_start_epoch": 2, "batch_syn": 8,
@@ -78,7 +78,12 @@ EXPERT_MEMORY = 8  # expert trajectories kept in memory at once
              50: {"syn_steps": 30, "max_start_epoch": 40, "lr_lr": 1e-5}},
     citation="Cazenavette, G. et al. Dataset Distillation by Matching Training Trajectories. CVPR 2022; "
              "Cui, J. et al. Scaling Up Dataset Distillation to ImageNet-1K with Constant Memory (TESLA). ICML 2023.",
+    per_family={"rgb": {"pixel_space": "zca", "lr_images": 1000.0}, "grayscale": {"lr_images": 100.0}},
     sources={
+        "rgb.pixel_space": "MTT CIFAR commands (--zca: images distilled in ZCA space)",
+        "rgb.lr_images": "MTT CIFAR commands (--zca --lr_img 1000)",
+        "grayscale.lr_images": "distilkit's own choice: MTT published no grayscale commands; tuned on embedded FMNIST "
+                               "(normalized pixels, the cpu preset)",
         "iterations": "MTT distill.py (Iteration 5000)",
         "syn_steps": "MTT CIFAR-10 commands, REFERENCE.md §3 (IPC 10: 30; IPC 1: 50 [R])",
         "expert_epochs": "MTT CIFAR-10 commands, REFERENCE.md §3",
@@ -102,7 +107,6 @@ EXPERT_MEMORY = 8  # expert trajectories kept in memory at once
         "cpu.checkpoint_every": "a third of the cpu run",
         "cpu.iterations": "sized for 2 CPU cores; embedded FMNIST, distilkit bench --methods random,dc,dsa,mtt "
                           "--ipc 1,10 --preset cpu (5 runs): IPC 1 63.8 / IPC 10 76.8 % vs random 46.0 / 75.5 %",
-        "cpu.lr_images": "tuned on embedded FMNIST (normalized pixels)",
         "cpu.max_start_epoch": "scaled to the 12-epoch cpu experts",
         "cpu.syn_steps": "sized for 2 CPU cores", "cpu.batch_syn": "sized for 2 CPU cores",
     },

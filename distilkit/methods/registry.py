@@ -1,12 +1,18 @@
 """The method registry: ``@register_method`` (timm's ``register_model`` pattern).
 
 A method is a function ``distill(real, ipc, cfg, ctx) -> MethodOutput`` plus its defaults as data:
-``defaults`` (the faithful, ``standard`` values), per-preset overrides and per-IPC overrides; a
-preset may carry its own per-IPC table under the key ``per_ipc``. Resolution order: defaults <
-preset < IPC < the preset's IPC table < the user's ``method_args``; unknown user keys are an error
-and ``None`` never overrides. User values are checked against the type and range the option's tables
-give it (:mod:`distilkit.validation`), model names against the model factory, and a method declared
-``needs_embed`` refuses a model without ``embed`` (a timm model) -- all before any data is loaded.
+``defaults`` (the faithful, ``standard`` values), per-dataset-family overrides, per-preset
+overrides and per-IPC overrides; a preset may carry its own per-IPC table under the key
+``per_ipc``. Resolution order: defaults < dataset family < preset < IPC < the preset's IPC table <
+the user's ``method_args``; unknown user keys are an error and ``None`` never overrides. User values
+are checked against the type and range the option's tables give it (:mod:`distilkit.validation`),
+model names against the model factory, and a method declared ``needs_embed`` refuses a model without
+``embed`` (a timm model) -- all before any data is loaded.
+
+Dataset families (:func:`dataset_families`): ``rgb`` or ``grayscale`` by channels, plus ``digits``
+for digit datasets (MNIST, SVHN, USPS). Every method with a ``dsa_strategy`` drops DSA's flip for
+``digits`` (DSA README: flip is not good for digit datasets); a family table may also name the
+method's default ``pixel_space`` (used when the run does not choose one), e.g. MTT's ZCA for RGB.
 
 ``sources`` says where defaults come from (key -> provenance, e.g. "DC code (VICO-UoE)", "tuned for
 the cpu preset on embedded FMNIST"); ``distilkit methods NAME --verbose`` prints it beside each value.
@@ -20,11 +26,26 @@ from typing import Any
 
 import torch
 
+from distilkit.data.dsa import DIGIT_STRATEGY, is_digit_dataset
 from distilkit.errors import DistilkitError
 from distilkit.models.factory import model_has_embed
 from distilkit.validation import check_options
 
 FAMILIES = ("selection", "performance-matching", "distribution-matching", "parameter-matching")
+DATASET_FAMILIES = ("rgb", "grayscale", "digits")
+DIGIT_DSA_STRATEGY = DIGIT_STRATEGY
+# Family defaults every method shares (for the keys it has), with their provenance.
+SHARED_FAMILY_DEFAULTS = {"digits": {"dsa_strategy": DIGIT_DSA_STRATEGY}}
+SHARED_FAMILY_SOURCES = {"digits.dsa_strategy": "DSA README: no flip for digit datasets (MNIST, SVHN)"}
+
+
+def dataset_families(real: Any) -> tuple[str, ...]:
+    """The dataset families of ``real`` (a RealData): ("rgb" | "grayscale"[, "digits"])."""
+    families = ["rgb" if real.image_shape[0] == 3 else "grayscale"]
+    info = getattr(real, "info", {}) or {}
+    if any(is_digit_dataset(str(info.get(k) or "")) for k in ("id", "hub_id")):
+        families.append("digits")
+    return tuple(families)
 
 
 @dataclass
@@ -50,9 +71,27 @@ class MethodSpec:
     citation: str
     sources: dict[str, str] = field(default_factory=dict)
     needs_embed: bool = False  # the method calls ``model.embed`` (feature statistics, kernels, selection)
+    per_family: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-    def source_of(self, key: str, preset: str, ipc: int) -> str:
-        """Where the resolved value of ``key`` for (preset, IPC) comes from."""
+    def family_tables(self, families: tuple[str, ...] = ()) -> list[tuple[str, dict[str, Any]]]:
+        """(family, overrides) in application order: shared family defaults for this method's keys, then its own."""
+        tables = []
+        for family in families:
+            table = {k: v for k, v in SHARED_FAMILY_DEFAULTS.get(family, {}).items() if k in self.defaults}
+            table.update(self.per_family.get(family, {}))
+            if table:
+                tables.append((family, table))
+        return tables
+
+    def default_pixel_space(self, families: tuple[str, ...] = ()) -> str | None:
+        """The pixel space this method's family tables ask for (None: no preference)."""
+        space = None
+        for _, table in self.family_tables(families):
+            space = table.get("pixel_space", space)
+        return space
+
+    def source_of(self, key: str, preset: str, ipc: int, families: tuple[str, ...] = ()) -> str:
+        """Where the resolved value of ``key`` for (preset, IPC, dataset families) comes from."""
         preset_cfg = self.presets.get(preset, {})
         preset_ipc = [k for k in sorted(preset_cfg.get("per_ipc", {})) if k <= ipc]
         if preset_ipc and key in preset_cfg["per_ipc"][preset_ipc[-1]]:
@@ -61,6 +100,9 @@ class MethodSpec:
             layer = f"IPC>={max(k for k in self.per_ipc if k <= ipc and key in self.per_ipc[k])}"
         elif key in preset_cfg:
             layer = f"preset {preset}"
+        elif family := next((f for f, t in reversed(self.family_tables(families)) if key in t), None):
+            note = (self.sources.get(f"{family}.{key}") or SHARED_FAMILY_SOURCES.get(f"{family}.{key}"))
+            return f"dataset family {family}: {note}" if note else f"dataset family {family}"
         else:
             layer = "default"
         note = self.sources.get(f"{preset}.{key}") or (self.sources.get(key) if layer != f"preset {preset}" else None)
@@ -69,19 +111,23 @@ class MethodSpec:
     def tables(self) -> list[dict[str, Any]]:
         """Every table of defaults: the values each option takes somewhere (for type and range checks)."""
         out = [self.defaults, *self.per_ipc.values()]
+        out.extend({k: v for k, v in table.items() if k != "pixel_space"} for table in self.per_family.values())
         for preset_cfg in self.presets.values():
             out.append({k: v for k, v in preset_cfg.items() if k != "per_ipc"})
             out.extend(preset_cfg.get("per_ipc", {}).values())
         return out
 
-    def resolve(self, preset: str, ipc: int, user_args: dict[str, Any] | None = None) -> dict[str, Any]:
-        """The method's options for (preset, IPC) with ``user_args`` applied and checked."""
+    def resolve(self, preset: str, ipc: int, user_args: dict[str, Any] | None = None,
+                families: tuple[str, ...] = ()) -> dict[str, Any]:
+        """The method's options for (preset, IPC, dataset ``families``) with ``user_args`` applied and checked."""
         from distilkit.config import check_preset
 
         check_preset(preset)
         if isinstance(ipc, bool) or not isinstance(ipc, int) or ipc < 1:
             raise DistilkitError(f"--ipc must be an integer of at least 1, got {ipc!r}")
         cfg = dict(self.defaults)
+        for _, table in self.family_tables(families):
+            cfg.update({k: v for k, v in table.items() if k != "pixel_space"})
         preset_cfg = dict(self.presets.get(preset, {}))
         preset_ipc = preset_cfg.pop("per_ipc", {})
         cfg.update(preset_cfg)
@@ -116,15 +162,18 @@ def register_method(
     citation: str = "",
     sources: dict[str, str] | None = None,
     needs_embed: bool = False,
+    per_family: dict[str, dict[str, Any]] | None = None,
 ) -> Callable[[Callable[..., MethodOutput]], Callable[..., MethodOutput]]:
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}")
+    if set(per_family or {}) - set(DATASET_FAMILIES):
+        raise ValueError(f"unknown dataset families {sorted(set(per_family or {}) - set(DATASET_FAMILIES))}")
 
     def decorate(fn: Callable[..., MethodOutput]) -> Callable[..., MethodOutput]:
         if name in _REGISTRY:
             raise ValueError(f"method {name!r} registered twice")
         _REGISTRY[name] = MethodSpec(name, family, summary, fn, defaults, presets or {}, per_ipc or {}, citation,
-                                     sources or {}, needs_embed)
+                                     sources or {}, needs_embed, per_family or {})
         return fn
 
     return decorate
