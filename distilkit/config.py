@@ -54,7 +54,7 @@ class DistillConfig:
         check_preset(self.preset)
         if self.ipc < 1:
             raise DistilkitError(f"--ipc must be at least 1, got {self.ipc}")
-        if self.pixel_space not in PIXEL_SPACES:
+        if self.pixel_space is not None and self.pixel_space not in PIXEL_SPACES:
             raise DistilkitError(f"unknown pixel space {self.pixel_space!r}; choose from {', '.join(PIXEL_SPACES)}")
         if not (math.isfinite(self.zca_eps) and self.zca_eps > 0):
             raise DistilkitError(f"zca_eps must be a positive number, got {self.zca_eps}")
