@@ -84,12 +84,16 @@ def test_no_two_independent_models_of_an_audit_run_share_an_initialisation(smoke
         run_audits(folder, only=[name], preset="smoke", accelerator=accelerator, cache=cache, overrides=overrides)
         inits[name] = Counter(seen[start:])
 
-    agreement = inits["agreement"]  # 1 distilled-trained model + 2 early-stopped runs + 3 subset models
-    assert sum(agreement.values()) == 6 and len(agreement) == 6
+    from distilkit.audit import get_audit
+
+    agreement = inits["agreement"]  # the distilled-trained models + 2 early-stopped runs + 3 subset models
+    expected = int(get_audit("agreement").resolve("smoke", overrides["agreement"])["distilled_seeds"]) + 2 + 3
+    assert sum(agreement.values()) == expected and len(agreement) == expected
     assert len(inits["curvature"]) == 1 and len(inits["early-recognition"]) == 1
     loo_init, loo_count = inits["influence"].most_common(1)[0]
     assert loo_count >= 2  # the N + 1 leave-one-out models, the baseline's and TracIn's run share one init
-    assert len(inits["influence"]) == 2  # ... and the coherence model has its own
+    loo_inits = int(get_audit("influence").resolve("smoke")["inits"])  # the noise floor's further inits
+    assert len(inits["influence"]) == loo_inits + 1  # ... each its own, and the coherence model has its own
     assert len(inits["mixing"]) == 2  # one per seed, shared by both arms and every k of that seed
     assert len(inits["sensitivity"]) == 2  # one per seed, shared by both sets and every setup of that seed
     assert sum(inits["recognition"].values()) == 0  # its panel model is influence's coherence model, cached
