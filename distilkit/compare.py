@@ -25,12 +25,13 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from distilkit import jsonio
 from distilkit.audit.common import pyplot, to_original_pixels
 from distilkit.audit.curvature import ema
 from distilkit.audit.hessian import hutchinson_trace
 from distilkit.audit.real_models import RealModelCache
 from distilkit.audit.real_runs import parse_iterations, seeded_model
-from distilkit.audit.registry import get_audit
+from distilkit.audit.registry import TRAINING_DEFAULTS, get_audit
 from distilkit.audit.report import load_report, run_audits
 from distilkit.data.real import RealData
 from distilkit.data.sources import load_real
@@ -49,13 +50,15 @@ def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-def reusable(report: dict, name: str, preset: str, seed: int, config: dict, source: str | None) -> bool:
-    """Whether ``report`` holds audit ``name`` run with exactly this preset, seed, options and source (and
-    with the series the overlays need)."""
+def reusable(report: dict, name: str, preset: str, seed: int, config: dict, source: str | None,
+             labels: str = "hard", learned_lr: bool = False) -> bool:
+    """Whether ``report`` holds audit ``name`` run with exactly this preset, seed, options, source and
+    distilled-training labels and lr (and with the series the overlays need)."""
     entry = report.get("audits", {}).get(name)
     return bool(entry) and entry.get("preset") == preset and entry.get("seed") == seed and \
         _plain(entry.get("config")) == _plain(config) and bool(entry.get("series")) and \
-        report.get("source") == source
+        report.get("source") == source and entry.get("labels", "hard") == labels and \
+        bool(entry.get("learned_lr", False)) == learned_lr
 
 
 def set_label(dset: DistilledSet, folder: Path) -> str:
@@ -130,10 +133,12 @@ def compare_sets(folders: list[str | Path], out: str | Path, source: str | None 
     source_id = real.info.get("id")
 
     reports, reused, ran = [], {}, {}
-    for folder in folders:
+    training = TRAINING_DEFAULTS[preset]  # how run_audits trains on each set: the preset's labels and lr
+    for folder, dset in zip(folders, sets, strict=True):
         report = load_report(folder)
+        used = (dset.labels_used(training["labels"]), bool(training["learned_lr"] and dset.learned_lr))
         missing = [name for name in COMPARED_AUDITS
-                   if not reusable(report, name, preset, seed, configs[name], source_id)]
+                   if not reusable(report, name, preset, seed, configs[name], source_id, *used)]
         reused[str(folder)] = [n for n in COMPARED_AUDITS if n not in missing]
         ran[str(folder)] = missing
         if missing:
@@ -174,7 +179,7 @@ def compare_sets(folders: list[str | Path], out: str | Path, source: str | None 
                   "source": source_id, "preset": preset, "seed": seed, "sets": [str(f) for f in folders],
                   "audits_reused": reused, "audits_run": ran, "rows": rows, "curvature": curvature,
                   "figures": figures}
-    write_text_atomic(out / SUMMARY_FILE, json.dumps(comparison, indent=2, default=str))
+    write_text_atomic(out / SUMMARY_FILE, jsonio.dumps(comparison, indent=2, default=str))
     write_text_atomic(out / "README.md", comparison_markdown(comparison))
     return comparison
 
