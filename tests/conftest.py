@@ -37,6 +37,17 @@ def embedded_real():
     return load_real(SourceConfig())
 
 
+@pytest.fixture(scope="module")
+def smoke_set(tmp_path_factory, accelerator):
+    """A dm IPC-2 set of the embedded data at the smoke preset, distilled once per test module."""
+    from distilkit.config import DistillConfig
+    from distilkit.pipeline import distill
+
+    out = tmp_path_factory.mktemp("smoke") / "set"
+    distill(DistillConfig(method="dm", ipc=2, preset="smoke", out=str(out)), accelerator=accelerator)
+    return out
+
+
 def write_image_dataset(folder: Path, n_per_class: int = 6, size: int = 12, mode: str = "RGB",
                         classes: tuple[str, ...] = ("cat", "dog", "fox"), splits=("train", "test"),
                         label_name: str = "label", image_name: str = "image") -> Path:
@@ -59,3 +70,27 @@ def write_image_dataset(folder: Path, n_per_class: int = 6, size: int = 12, mode
             str(folder / "data" / f"{split}-00000-of-00001.parquet"))
     (folder / "README.md").write_text("---\nlicense: cc-by-4.0\n---\n# toy\n")
     return folder
+
+
+def tree_digest(root: Path) -> str:
+    """A checksum of every path under ``root`` (names, kinds and file contents): equal before and after
+    a refused command means it changed nothing."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        digest.update(path.relative_to(root).as_posix().encode())
+        digest.update(b"d" if path.is_dir() else path.read_bytes())
+    return digest.hexdigest()
+
+
+def one_error_line(result, *needles: str) -> str:
+    """Assert a CLI result is a refusal: exit status 2, exactly one ``error:`` line on stderr naming every
+    needle, no traceback. Returns the line."""
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.exit_code == 2, result.output
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]

@@ -10,15 +10,6 @@ from distilkit.audit.real_models import RealModelCache
 from distilkit.audit.report import run_audits
 from distilkit.cli import audit as audit_cli  # noqa: F401  (registers the commands)
 from distilkit.cli import cli
-from distilkit.config import DistillConfig
-from distilkit.pipeline import distill
-
-
-@pytest.fixture(scope="module")
-def smoke_set(tmp_path_factory, accelerator):
-    out = tmp_path_factory.mktemp("audit") / "set"
-    distill(DistillConfig(method="dm", ipc=2, preset="smoke", out=str(out)), accelerator=accelerator)
-    return out
 
 
 def test_registry_lists_q1_audits():

@@ -5,24 +5,14 @@ from __future__ import annotations
 import json
 import shutil
 
-import pytest
 import torch
 
 from distilkit.audit.agreement import match_runs, split_halves
 from distilkit.audit.real_models import RealModelCache
 from distilkit.audit.report import run_audits
 from distilkit.audit.stats import FAILS, HOLDS, OPEN
-from distilkit.config import DistillConfig
-from distilkit.pipeline import distill
 
 OUTCOMES = {HOLDS, FAILS, OPEN}
-
-
-@pytest.fixture(scope="module")
-def smoke_set(tmp_path_factory, accelerator):
-    out = tmp_path_factory.mktemp("uncertainty") / "set"
-    distill(DistillConfig(method="dm", ipc=2, preset="smoke", out=str(out)), accelerator=accelerator)
-    return out
 
 
 def test_split_halves_are_disjoint_class_balanced_and_seeded():

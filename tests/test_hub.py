@@ -7,7 +7,6 @@ that inject failures or edit the server's state directly run against the fake Hu
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -23,6 +22,8 @@ import pytest
 import torch
 import yaml
 from click.testing import CliRunner
+from conftest import one_error_line as assert_one_error_line
+from conftest import tree_digest
 from hub_server import FakeHub
 
 from distilkit.cli import audit, cli, evaluate, info, publish, verify  # noqa: F401  (register commands)
@@ -143,22 +144,9 @@ def run_cli(*args: str):
 
 
 def one_error_line(result, *needles: str) -> str:
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.exit_code == 2, result.output
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
+    line = assert_one_error_line(result, *needles)
     assert SECRET not in result.output
-    return lines[0]
-
-
-def folder_digest(folder: Path) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(folder.rglob("*")):
-        digest.update(path.relative_to(folder).as_posix().encode())
-        if path.is_file():
-            digest.update(path.read_bytes())
-    return digest.hexdigest()
+    return line
 
 
 def fresh_python(script: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -180,11 +168,11 @@ def publish_tiny(hub: HubTarget, tiny_set: Path, stem: str, *extra: str) -> str:
 def test_publish_then_load_in_a_fresh_process_is_bit_exact_and_the_card_snippet_runs(hub, tiny_set, tmp_path):
     from distilkit.distilled import DistilledSet
 
-    before = folder_digest(tiny_set)
+    before = tree_digest(tiny_set)
     repo_id = publish_tiny(hub, tiny_set, "load")
     result = run_cli("publish", str(tiny_set), repo_id, "--config-name", "ipc2", "--token", hub.token)
     assert result.exit_code == 0, result.output
-    assert folder_digest(tiny_set) == before
+    assert tree_digest(tiny_set) == before
     files = hub.files(repo_id)
     assert {"README.md", "preview.png", "distilkit_recipe.yaml", "ipc2/preview.png"} <= files
     assert any(re.fullmatch(r"data/train-.*\.parquet", f) for f in files)
@@ -305,7 +293,7 @@ def test_verify_passes_an_honest_card_and_fails_an_inflated_one(hub, tiny_set):
 # ---------------------------------------------------------------------------------- failure modes
 def test_wrong_or_read_only_token_is_one_line(fake_hub, tiny_set):
     fake_hub.server.read_tokens = {"hf_readOnlyToken"}
-    before = folder_digest(tiny_set)
+    before = tree_digest(tiny_set)
     repo_id = fake_hub.new_repo("auth")
     result = run_cli("publish", str(tiny_set), repo_id, "--token", "hf_wrongTokenValue")
     line = one_error_line(result, "HTTP 401")
@@ -314,7 +302,7 @@ def test_wrong_or_read_only_token_is_one_line(fake_hub, tiny_set):
     result = run_cli("publish", str(tiny_set), repo_id, "--token", "hf_readOnlyToken")
     one_error_line(result, "HTTP 403")
     assert "hf_readOnlyToken" not in result.output
-    assert folder_digest(tiny_set) == before
+    assert tree_digest(tiny_set) == before
 
 
 def test_token_from_environment_is_used_and_never_shown(fake_hub, tiny_set, monkeypatch):
@@ -335,12 +323,12 @@ def test_repo_not_found_is_one_line(fake_hub):
 
 
 def test_network_failure_mid_upload_is_one_line(fake_hub, tiny_set):
-    before = folder_digest(tiny_set)
+    before = tree_digest(tiny_set)
     repo_id = fake_hub.new_repo("drop")
     fake_hub.server.fail("POST", r"/commit/", "drop")
     result = run_cli("publish", str(tiny_set), repo_id, "--token", fake_hub.token)
     one_error_line(result, "network failure")
-    assert folder_digest(tiny_set) == before
+    assert tree_digest(tiny_set) == before
     assert not any(p.endswith(".parquet") for p in fake_hub.server.repos[repo_id].resolve("main").files)
     # dropped on the second commit (card and artifacts): the line says the data went up and what to do
     fake_hub.server.on_next_commit(repo_id, lambda: fake_hub.server.fail("POST", r"/commit/", "drop"))
@@ -348,7 +336,7 @@ def test_network_failure_mid_upload_is_one_line(fake_hub, tiny_set):
     one_error_line(result, "network failure", "data was pushed", "run publish again")
     files = fake_hub.server.repos[repo_id].resolve("main").files
     assert any(p.endswith(".parquet") for p in files) and "preview.png" not in files
-    assert folder_digest(tiny_set) == before
+    assert tree_digest(tiny_set) == before
 
 
 def test_failed_download_leaves_no_trusted_cache(fake_hub, tiny_set):
@@ -547,14 +535,14 @@ def test_hub_calls_time_out_with_one_line(tiny_set, monkeypatch):
         _point_clients_at(monkeypatch, server.url)
         monkeypatch.setenv("DISTILKIT_HUB_TIMEOUT", "0.5")
         monkeypatch.setenv("DISTILKIT_HUB_RETRIES", "1")
-        before = folder_digest(tiny_set)
+        before = tree_digest(tiny_set)
         for args in (("info", "someone/some-set"), ("publish", str(tiny_set), "someone/some-set", "--token", SECRET)):
             accepted = server.accepted
             started = time.monotonic()
             one_error_line(run_cli(*args), "did not answer within 0.5 s", "DISTILKIT_HUB_TIMEOUT")
             assert time.monotonic() - started < 20
             assert server.accepted - accepted >= 2  # the read was tried again
-        assert folder_digest(tiny_set) == before
+        assert tree_digest(tiny_set) == before
         monkeypatch.setenv("DISTILKIT_HUB_TIMEOUT", "never")
         one_error_line(run_cli("info", "someone/some-set"), "DISTILKIT_HUB_TIMEOUT")
     finally:

@@ -14,7 +14,6 @@ real ``chmod 0555`` folder.
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import subprocess
@@ -26,7 +25,7 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import write_image_dataset
+from conftest import one_error_line, tree_digest, write_image_dataset
 
 from distilkit.cli import audit, bench, cli, distill, evaluate, experts, import_  # noqa: F401  (register commands)
 from distilkit.outputs import FolderLock, lock_path
@@ -34,29 +33,10 @@ from distilkit.outputs import FolderLock, lock_path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def tree_digest(root: Path) -> str:
-    """A checksum of every path under ``root`` (names, kinds and file contents)."""
-    digest = hashlib.sha256()
-    for path in sorted(root.rglob("*")):
-        digest.update(path.relative_to(root).as_posix().encode())
-        digest.update(b"d" if path.is_dir() else path.read_bytes())
-    return digest.hexdigest()
-
-
 def run_cli(*args: str):
     result = CliRunner().invoke(cli, [str(a) for a in args])
     assert "Traceback" not in result.output, result.output
     return result
-
-
-def refused(result, *needles: str) -> str:
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.exit_code == 2, result.output
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert "Traceback" not in result.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 def make_set(folder: Path, real) -> Path:
@@ -128,7 +108,7 @@ def test_refused_outputs_change_nothing(workspace, case):
     trained_before = sorted(experts_cache.rglob("*")) if experts_cache.exists() else []
     before = tree_digest(workspace)
     started = time.perf_counter()
-    refused(run_cli(*args), *needles)
+    one_error_line(run_cli(*args), *needles)
     assert tree_digest(workspace) == before
     # refused up front: nothing was trained (experts) and no data was loaded (seconds, not a run)
     assert (sorted(experts_cache.rglob("*")) if experts_cache.exists() else []) == trained_before
@@ -140,8 +120,8 @@ def test_overwrite_inside_the_source_is_refused_even_for_a_set(workspace, embedd
     src = workspace / "parent" / "src"
     make_set(src / "old-set", embedded_real)
     before = tree_digest(workspace)
-    refused(run_cli(*DISTILL, "--source", src, "--out", src / "old-set", "--overwrite"), "inside the source")
-    refused(run_cli(*DISTILL, "--source", src / "data", "--out", src, "--overwrite"), "contains the source")
+    one_error_line(run_cli(*DISTILL, "--source", src, "--out", src / "old-set", "--overwrite"), "inside the source")
+    one_error_line(run_cli(*DISTILL, "--source", src / "data", "--out", src, "--overwrite"), "contains the source")
     assert tree_digest(workspace) == before
 
 
@@ -205,7 +185,7 @@ def test_read_only_output_folder_is_refused_before_any_work(workspace, monkeypat
         monkeypatch.setattr(f"{module}.load_real", no_loading)
     monkeypatch.setattr(sources, "load_real", no_loading)
     before = tree_digest(workspace)
-    refused(run_cli(*args), "not writable")
+    one_error_line(run_cli(*args), "not writable")
     assert tree_digest(workspace) == before
 
 
@@ -216,7 +196,7 @@ def test_chmod_read_only_folder(workspace):
     ro.chmod(0o555)
     try:
         before = tree_digest(workspace)
-        refused(run_cli(*DISTILL, "--out", ro / "new-set"), "not writable")
+        one_error_line(run_cli(*DISTILL, "--out", ro / "new-set"), "not writable")
         assert tree_digest(workspace) == before
     finally:
         ro.chmod(0o755)
@@ -260,10 +240,10 @@ def test_distill_refuses_an_output_another_run_is_writing(tmp_path):
             assert time.monotonic() < deadline, "the first run never took the lock"
             time.sleep(0.2)
         before = tree_digest(tmp_path)
-        line = refused(run_cli(*DISTILL, "--out", out), "in use by another distilkit run", str(lock_path(out)),
+        line = one_error_line(run_cli(*DISTILL, "--out", out), "in use by another distilkit run", str(lock_path(out)),
                        f"pid {first.pid}")
         assert "distilkit distill" in line
-        refused(run_cli(*DISTILL, "--out", out, "--resume"), "in use")
+        one_error_line(run_cli(*DISTILL, "--out", out, "--resume"), "in use")
         assert first.poll() is None
     finally:
         first.kill()
@@ -342,7 +322,7 @@ def test_audit_gives_up_on_a_held_lock_with_one_line(audited_set, monkeypatch):
     monkeypatch.setenv("DISTILKIT_LOCK_TIMEOUT", "0")
     card = (audited_set / "README.md").read_bytes()
     with FolderLock(audited_set, "test"):
-        refused(run_cli("audit", audited_set, "--only", "pixels", "--preset", "smoke"),
+        one_error_line(run_cli("audit", audited_set, "--only", "pixels", "--preset", "smoke"),
                 "in use by another distilkit run", str(lock_path(audited_set)))
     assert (audited_set / "README.md").read_bytes() == card
     assert not (audited_set / "audit" / "report.json").exists()
@@ -351,5 +331,5 @@ def test_audit_gives_up_on_a_held_lock_with_one_line(audited_set, monkeypatch):
 def test_bad_lock_timeout_is_one_line(audited_set, monkeypatch):
     monkeypatch.setenv("DISTILKIT_LOCK_TIMEOUT", "soon")
     before = tree_digest(audited_set.parent)
-    refused(run_cli("audit", audited_set, "--only", "pixels", "--preset", "smoke"), "DISTILKIT_LOCK_TIMEOUT")
+    one_error_line(run_cli("audit", audited_set, "--only", "pixels", "--preset", "smoke"), "DISTILKIT_LOCK_TIMEOUT")
     assert tree_digest(audited_set.parent) == before

@@ -29,16 +29,6 @@ def test_derive_seed_is_stable_63_bit_and_separates_purposes_and_indices():
         derive_seed("a|b", 0)
 
 
-@pytest.fixture(scope="module")
-def smoke_set(tmp_path_factory, accelerator):
-    from distilkit.config import DistillConfig
-    from distilkit.pipeline import distill
-
-    out = tmp_path_factory.mktemp("seeding") / "set"
-    distill(DistillConfig(method="dm", ipc=2, preset="smoke", out=str(out)), accelerator=accelerator)
-    return out
-
-
 def _record_initial_weights(monkeypatch) -> list[str]:
     """Patch SGD and Adam so that every optimiser records a hash of its parameters when it is made:
     every training in the audits starts by making one, from the model's initial weights."""
