@@ -10,7 +10,7 @@ import torch
 from distilkit.audit.agreement import match_runs, split_halves
 from distilkit.audit.real_models import RealModelCache
 from distilkit.audit.report import run_audits
-from distilkit.audit.stats import FAILS, HOLDS, OPEN
+from distilkit.audit.stats import FAILS, HOLDS, OPEN, two_sample_test
 
 OUTCOMES = {HOLDS, FAILS, OPEN}
 
@@ -66,3 +66,32 @@ def test_verdicts_come_with_intervals_and_tests(smoke_set, accelerator, tmp_path
 
     yaml_tests = read_card(folder).data["distilkit"]["audits"]["mixing"]["tests"]
     assert yaml_tests[0]["ci"] == dip["ci"] and yaml_tests[0]["outcome"] == dip["outcome"]
+
+
+def test_two_sample_interval_separates_and_stays_open():
+    apart = two_sample_test("c", "s", [1.0, 1.1, 0.9, 1.05], [2.0, 2.1, 1.9, 2.05], -1)
+    assert apart["ci"][1] < 0 and apart["outcome"] == HOLDS and apart["n"] == "4 + 4"
+    assert two_sample_test("c", "s", [1.0, 1.1, 0.9, 1.05], [2.0, 2.1, 1.9, 2.05], +1)["outcome"] == FAILS
+    assert two_sample_test("c", "s", [1.0, 2.0, 3.0], [1.5, 2.5, 2.0], +1)["outcome"] == OPEN
+    assert two_sample_test("c", "s", [5.0, 5.1], [1.0, 1.1], +1)["outcome"] == OPEN  # too few probes for a verdict
+
+
+def test_curvature_and_early_recognition_verdicts_carry_intervals(smoke_set, accelerator, tmp_path):
+    folder = tmp_path / "set"
+    shutil.copytree(smoke_set, folder)
+    report = run_audits(folder, only=["curvature", "early-recognition"], preset="smoke", accelerator=accelerator,
+                        cache=RealModelCache(root=tmp_path / "models"),
+                        overrides={"curvature": {"max_probes": 6, "tolerance": 1e-12}})
+    curvature = report["audits"]["curvature"]
+    below = curvature["tests"][0]
+    assert below["n"] == "6 + 6" and below["ci"][0] <= below["estimate"] <= below["ci"][1]
+    assert curvature["summary"]["outcome"] in OUTCOMES and curvature["summary"]["outcome"] in curvature["verdict"]
+    assert "95% CI" in curvature["verdict"] and "Hutchinson probes" in curvature["verdict"]
+
+    early = report["audits"]["early-recognition"]
+    (gain,) = early["tests"]
+    assert gain["unit"] == "test images" and gain["n"] == early["summary"]["test_images"]
+    # the interval is of the same gain the summary reports (both smoothed over the window)
+    assert abs(gain["estimate"] - early["summary"]["test_gain_after_plateau"]) < 2e-4
+    assert gain["ci"][0] <= gain["estimate"] <= gain["ci"][1]
+    assert early["summary"]["outcome"] in early["verdict"] and "95% CI" in early["verdict"]

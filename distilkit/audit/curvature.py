@@ -22,8 +22,10 @@ from distilkit.audit.common import pyplot, save_figure
 from distilkit.audit.hessian import hutchinson_trace, top_eigenvalue
 from distilkit.audit.real_runs import STUDY_REAL, parse_iterations, seeded_model
 from distilkit.audit.registry import AuditContext, AuditResult, Table, register_audit
+from distilkit.audit.stats import FAILS, HOLDS, OPEN, describe, two_sample_test
 from distilkit.data.real import RealData
 from distilkit.distilled import DistilledSet
+from distilkit.seeding import derive_seed
 from distilkit.seeding import generator as seed_generator
 from distilkit.train import TrainConfig, training_steps
 
@@ -60,6 +62,7 @@ def audit_curvature(dset: DistilledSet, real: RealData, cfg: dict, ctx: AuditCon
     images = real.batch(torch.arange(real.train_labels.shape[0]))
     trace = {name: [] for name in sets}
     probes = {name: [] for name in sets}
+    probe_values = {name: [] for name in sets}  # per checkpoint: one v^T H v per probe
     eigen = {name: [] for name in sets}
     bar = tqdm(total=len(checkpoints), desc="curvature", disable=not ctx.accelerator.is_local_main_process)
     order = seed_generator("curvature-run", ctx.seed, "order")
@@ -75,6 +78,7 @@ def audit_curvature(dset: DistilledSet, real: RealData, cfg: dict, ctx: AuditCon
                                         cfg["probe_batch"], cfg["chunk_size"], batched=ctx.device.type != "cpu")
             trace[name].append(estimate.trace)
             probes[name].append(estimate.probes)
+            probe_values[name].append(estimate.values)
             if cfg["top_eigenvalue"]:
                 value, _ = top_eigenvalue(model, x, y, generator, cfg["eigen_iterations"], cfg["eigen_tolerance"],
                                           cfg["chunk_size"])
@@ -118,17 +122,40 @@ def audit_curvature(dset: DistilledSet, real: RealData, cfg: dict, ctx: AuditCon
     ax.legend(fontsize=8)
     figure = save_figure(fig, ctx.out_dir, "curvature.png")
 
-    peak_t, last = summary["distilled/peak_iteration"], checkpoints[-1]
+    # The pattern's three parts: where the smoothed trace peaks (a rule on the curve: the first half of
+    # the run), and two comparisons with intervals over the Hutchinson probes of this run.
+    peak_index = max(range(len(checkpoints)), key=smooth["distilled"].__getitem__)
+    peak_t, last = checkpoints[peak_index], checkpoints[-1]
     early = peak_t <= checkpoints[0] + (last - checkpoints[0]) / 2
-    falls = summary["distilled/end_trace_ema"] < summary["distilled/peak_trace_ema"]
-    below = ratio_end < 1
-    holds = early and falls and below
+    bootstrap_seed = derive_seed("curvature-bootstrap", ctx.seed)
+    below = two_sample_test("the distilled set's trace ends below the real data's",
+                            f"distilled − real trace at iteration {last}", probe_values["distilled"][-1],
+                            probe_values["real"][-1], -1, seed=bootstrap_seed)
+    tests = [below]
+    if peak_index < len(checkpoints) - 1:
+        falls = two_sample_test("the distilled trace falls after its peak",
+                                f"distilled trace at its peak (iteration {peak_t}) − at iteration {last}",
+                                probe_values["distilled"][peak_index], probe_values["distilled"][-1], +1,
+                                seed=bootstrap_seed + 1)
+        tests.append(falls)
+        falls_outcome = falls["outcome"]
+    else:
+        falls_outcome = FAILS  # the smoothed trace peaks at the last checkpoint: nothing falls after it
+    if not early or FAILS in (below["outcome"], falls_outcome):
+        outcome = FAILS
+    elif below["outcome"] == HOLDS and falls_outcome == HOLDS:
+        outcome = HOLDS
+    else:
+        outcome = OPEN
+    summary |= {"peak_rule": "the EMA-smoothed distilled trace peaks in the first half of the checkpoints' span",
+                "early_peak": early, "outcome": outcome}
+    said = {HOLDS: "as the study found", FAILS: "unlike the study's finding"}.get(outcome, "at this budget")
     verdict = (f"Along real training the distilled loss's Hessian trace (EMA) peaks at iteration {peak_t} of {last} "
-               f"({summary['distilled/peak_trace_ema']:.4g}) and ends at {summary['distilled/end_trace_ema']:.4g}, "
-               f"{'below' if below else 'above'} the real data's {summary['real/end_trace_ema']:.4g} "
-               f"(ratio {ratio_end:.2f}): "
-               + ("it peaks early and then falls below the real trace, as the study found." if holds else
-                  "the study's pattern (an early peak, then a fall below the real trace) does not hold fully here"
-                  f" — {'early' if early else 'late'} peak, {'falls' if falls else 'no fall'} after it, "
-                  f"{'below' if below else 'above'} the real trace at the end."))
-    return AuditResult(summary=summary, verdict=verdict, tables=[table], figures=[figure])
+               f"({summary['distilled/peak_trace_ema']:.4g}, {'an early' if early else 'a late'} peak) and ends at "
+               f"{summary['distilled/end_trace_ema']:.4g} vs the real data's {summary['real/end_trace_ema']:.4g} "
+               f"(ratio {ratio_end:.2f}). " + "; ".join(describe(t) for t in tests)
+               + ("; the smoothed trace peaks at the last checkpoint, so it does not fall after its peak"
+                  if peak_index == len(checkpoints) - 1 else "")
+               + f". The study's pattern (an early peak, then a fall below the real trace): {outcome} ({said}). "
+               f"Intervals are over the Hutchinson probes of this one run (real-training seed {ctx.seed}).")
+    return AuditResult(summary=summary, verdict=verdict, tables=[table], figures=[figure], tests=tests)
