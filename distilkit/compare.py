@@ -33,12 +33,12 @@ from distilkit.audit.real_models import RealModelCache
 from distilkit.audit.real_runs import parse_iterations, seeded_model
 from distilkit.audit.registry import TRAINING_DEFAULTS, get_audit
 from distilkit.audit.report import load_report, run_audits
+from distilkit.card import write_text_atomic
 from distilkit.data.real import RealData
 from distilkit.data.sources import load_real
 from distilkit.distilled import DistilledSet
 from distilkit.errors import DistilkitError
 from distilkit.evaluate import source_config_of
-from distilkit.hub.card import write_text_atomic
 from distilkit.runtime import distilkit_version, make_accelerator
 from distilkit.train import TrainConfig, training_steps
 

@@ -1,5 +1,9 @@
 """DistilledSet: the in-memory distilled set, and its Hub-layout folder.
 
+The set format stands alone: this module and its card (:mod:`distilkit.card`) import data and
+pixel-space code only, never methods, audits or the Hub, so a set made by any method, or imported
+from another toolkit, saves and loads.
+
 Folder layout (loads with plain ``datasets.load_dataset(folder)``, no distilkit import):
 
     README.md                           dataset card: YAML (standard keys + ``distilkit:``) and body
@@ -28,9 +32,10 @@ import torch
 import yaml
 
 from distilkit import jsonio
+from distilkit.card import read_card, render_card
 from distilkit.data.pixel_space import ZCA_FILE, PixelSpace
 from distilkit.data.zca import ZCA
-from distilkit.errors import DistilkitError
+from distilkit.errors import ConfigError, DistilkitError
 
 DATA_FILE = "data/train-00000-of-00001.parquet"
 RECIPE_FILE = "distilkit_recipe.yaml"
@@ -61,7 +66,8 @@ class DistilledSet:
         self.images = self.images.detach().float().contiguous()
         self.labels = self.labels.long()
         if self.images.ndim != 4 or self.images.shape[0] != self.labels.shape[0]:
-            raise ValueError("images must be [N, C, H, W] with one label per image")
+            raise ConfigError(f"images must be [N, C, H, W] with one label per image, got images "
+                              f"{list(self.images.shape)} and {self.labels.shape[0]} labels")
 
     @property
     def num_classes(self) -> int:
@@ -71,7 +77,7 @@ class DistilledSet:
         """What to train on: ``labels="soft"``: the soft labels when the set has them, else the hard
         labels; ``"hard"``: always the hard labels (the study's protocol)."""
         if labels not in ("hard", "soft"):
-            raise ValueError(f"labels must be 'hard' or 'soft', got {labels!r}")
+            raise ConfigError(f"labels must be 'hard' or 'soft', got {labels!r}")
         return self.soft_labels if labels == "soft" and self.soft_labels is not None else self.labels
 
     def labels_used(self, labels: str = "soft") -> str:
@@ -118,7 +124,6 @@ class DistilledSet:
 
     def save(self, folder: str | Path, overwrite: bool = False, card_ref: str | None = None) -> Path:
         """Write the Hub-layout folder atomically (temp sibling + rename)."""
-        from distilkit.hub.card import render_card
         from distilkit.outputs import check_replaceable
         from distilkit.plots import save_preview
 
@@ -152,8 +157,6 @@ class DistilledSet:
     @classmethod
     def load(cls, folder: str | Path) -> DistilledSet:
         """Read a folder written by :meth:`save` (bit-exact round trip)."""
-        from distilkit.hub.card import read_card
-
         folder = Path(folder)
         if not folder.is_dir():
             raise DistilkitError(f"{folder} is not a folder")

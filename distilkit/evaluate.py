@@ -132,7 +132,7 @@ def merge_results(existing: list[dict], new: list[dict]) -> list[dict]:
 
 def evaluate_folder(folder: str | Path, **kwargs) -> list[dict]:
     """Evaluate the set in ``folder`` and write the results into its card."""
-    from distilkit.hub.card import read_card, update_card_evaluation
+    from distilkit.card import read_card, update_card_evaluation
     from distilkit.outputs import FolderLock, check_output_folder, lock_path, lock_timeout
 
     accelerator = kwargs.pop("accelerator", None) or make_accelerator()

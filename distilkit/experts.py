@@ -10,14 +10,15 @@ start and after every epoch. A set of experts lives in one folder::
 ``key`` hashes (the train split's content hash, the pixel space, the model, the training config
 except the number of experts), so asking for the same experts again (or fewer) finds them and
 nothing is retrained, and a different source or recipe never does; asking for more trains only the
-missing ones. The default root is ``$DISTILKIT_CACHE/experts``. Experts are dealt across
+missing ones. The default root is ``<cache>/experts`` (:func:`distilkit.cache.cache_dir`). Experts are dealt across
 Accelerate processes (expert i on rank i mod world); each rank writes its own expert files
 atomically, and only the main process writes ``index.json``, after all ranks are done. A folder is
 complete when its index lists every expert; a partly trained folder (a killed run) is finished on
 the next call, reusing the experts that are already there.
 
-Sharing: :func:`push_experts` uploads a folder as a Hub dataset repo (safetensors + JSON only) and
-:func:`open_experts` reads ``hf://<repo_id>[@revision]`` back through the Hub cache.
+Sharing lives with the Hub code (:mod:`distilkit.hub.experts`): it uploads a folder as a Hub dataset
+repo (safetensors + JSON only) and fetches ``hf://<repo_id>[@revision]`` into a local folder before a
+method runs; here experts are only ever local files.
 """
 
 from __future__ import annotations
@@ -34,11 +35,11 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from distilkit import jsonio
-from distilkit.audit.real_models import real_fingerprint
+from distilkit.cache import cache_dir
 from distilkit.data.real import RealData
-from distilkit.data.sources import cache_dir
-from distilkit.errors import DistilkitError
+from distilkit.errors import ConfigError, DistilkitError
 from distilkit.models import create_model, validate_model_name
+from distilkit.presets import check_preset, check_preset_keys
 from distilkit.train import TrainConfig, training_steps
 
 INDEX_FILE = "index.json"
@@ -62,11 +63,11 @@ class ExpertConfig:
     def check(self) -> None:
         validate_model_name(self.model, "experts")
         if self.num_experts < 1:
-            raise DistilkitError(f"experts: num_experts must be >= 1, got {self.num_experts}")
+            raise ConfigError(f"experts: num_experts must be >= 1, got {self.num_experts}")
         if self.epochs < 1:
-            raise DistilkitError(f"experts: epochs must be >= 1, got {self.epochs}")
+            raise ConfigError(f"experts: epochs must be >= 1, got {self.epochs}")
         if not self.lr > 0 or self.batch_size < 1:
-            raise DistilkitError("experts: lr must be > 0 and batch_size >= 1")
+            raise ConfigError("experts: lr must be > 0 and batch_size >= 1")
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(model=self.model, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
@@ -74,17 +75,18 @@ class ExpertConfig:
                            dsa=self.dsa, use_learned_lr=False)
 
 
+# The cpu and smoke recipes; a preset without an entry (standard, paper) trains MTT's own (ExpertConfig()).
 EXPERT_PRESETS: dict[str, ExpertConfig] = {
-    "standard": ExpertConfig(),
     "cpu": ExpertConfig(model="convnet-w32", num_experts=3, epochs=12),
     "smoke": ExpertConfig(model="convnet-w8-d2", num_experts=2, epochs=2, batch_size=512),
 }
+check_preset_keys(EXPERT_PRESETS, "expert presets")
 
 
 def expert_preset(name: str, **overrides) -> ExpertConfig:
-    if name not in EXPERT_PRESETS:
-        raise DistilkitError(f"unknown experts preset {name!r}; choose from {', '.join(EXPERT_PRESETS)}")
-    return replace(EXPERT_PRESETS[name], **{k: v for k, v in overrides.items() if v is not None})
+    """The expert recipe of preset ``name`` with the non-None ``overrides`` applied."""
+    check_preset(name)
+    return replace(EXPERT_PRESETS.get(name, ExpertConfig()), **{k: v for k, v in overrides.items() if v is not None})
 
 
 def experts_key(real: RealData, cfg: ExpertConfig) -> str:
@@ -93,7 +95,7 @@ def experts_key(real: RealData, cfg: ExpertConfig) -> str:
     ``num_experts`` is not part of it: expert i depends only on (data, recipe, seed, i), so a set of
     N experts is the first N of any larger set, and asking for fewer reuses what is there."""
     recipe = {k: v for k, v in asdict(cfg).items() if k != "num_experts"}
-    spec = {"real": real_fingerprint(real), "config": recipe, "format": FORMAT_VERSION}
+    spec = {"real": real.fingerprint(), "config": recipe, "format": FORMAT_VERSION}
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:24]
 
 
@@ -186,7 +188,7 @@ def train_expert(real: RealData, cfg: ExpertConfig, i: int, device: torch.device
 
 def ensure_experts(real: RealData, cfg: ExpertConfig, accelerator=None, root: Path | None = None,
                    show_progress: bool = True) -> Experts:
-    """The experts for (real, cfg): found under ``root`` (default ``$DISTILKIT_CACHE/experts``) or
+    """The experts for (real, cfg): found under ``root`` (default ``<cache>/experts``) or
     trained now, split across the accelerator's processes. Every process gets the complete set."""
     cfg.check()
     root = Path(root) if root is not None else cache_dir() / "experts"
@@ -242,56 +244,24 @@ def _write_index(real: RealData, cfg: ExpertConfig, folder: Path, key: str) -> N
     index = {"format": FORMAT_VERSION, "key": key, "config": {**asdict(cfg), "num_experts": count},
              "param_names": order,
              "source": {k: real.info.get(k) for k in ("id", "hub_id", "subset", "split", "revision")},
-             "source_fingerprint": real_fingerprint(real), "pixel_space": real.pixel_space.kind,
+             "source_fingerprint": real.fingerprint(), "pixel_space": real.pixel_space.kind,
              "image_shape": [c, h, w], "num_classes": real.num_classes, "experts": entries}
     _write_atomic_text(folder / INDEX_FILE, jsonio.dumps(index, indent=1))
 
 
 def check_matches(experts: Experts, real: RealData, model: str) -> None:
     """Refuse experts trained on other data or another architecture than the run asks for."""
-    if experts.index.get("source_fingerprint") != real_fingerprint(real):
-        raise DistilkitError(f"experts in {experts.folder} were trained on other data (or another pixel space) "
-                             "than this run's source")
+    if experts.index.get("source_fingerprint") != real.fingerprint():
+        raise ConfigError(f"experts in {experts.folder} were trained on other data (or another pixel space) "
+                          "than this run's source")
     if experts.model != model:
-        raise DistilkitError(f"experts in {experts.folder} are {experts.model!r} networks, the run uses {model!r}")
+        raise ConfigError(f"experts in {experts.folder} are {experts.model!r} networks, the run uses {model!r}")
 
 
-def push_experts(folder: Path, repo_id: str, token: str | None = None, private: bool = False) -> str:
-    """Upload an experts folder as a Hub dataset repo; returns the commit sha."""
-    from huggingface_hub import HfApi
-
-    from distilkit.hub.repo import hub_call, resolve_token
-
-    experts = Experts.load(Path(folder))
-    token = resolve_token(token)
-    with hub_call("write", repo_id, token):
-        api = HfApi(token=token)
-        api.create_repo(repo_id, repo_type="dataset", exist_ok=True, private=private)
-        info = api.upload_folder(folder_path=str(experts.folder), repo_id=repo_id, repo_type="dataset",
-                                 allow_patterns=[INDEX_FILE, "expert-*.safetensors"],
-                                 commit_message=f"distilkit experts {experts.index['key']} "
-                                                f"({experts.num_experts} x {experts.model}, {experts.epochs} epochs)")
-    return info.oid
-
-
-def open_experts(ref: str, token: str | None = None, accelerator=None) -> Experts:
-    """Experts from a local folder or ``hf://[datasets/]<repo_id>[@revision]`` (downloaded once into the Hub cache;
-    non-main processes read what the main process downloaded)."""
-    if not ref.startswith("hf://"):
-        return Experts.load(Path(ref).expanduser())
-    from distilkit.hub.repo import HubRef, download, resolve_token
-
-    spec = ref[len("hf://"):]
-    spec = spec[len("datasets/"):] if spec.startswith("datasets/") else spec
-    repo_id, _, revision = spec.partition("@")
-    if repo_id.count("/") != 1:
-        raise DistilkitError(f"expected hf://<owner>/<name>[@revision], got {ref!r}")
-    hub_ref = HubRef(repo_id=repo_id, revision=revision or None)
-    token = resolve_token(token)
-    is_main = accelerator is None or accelerator.is_main_process
-    if accelerator is not None:
-        with accelerator.main_process_first():
-            folder, _ = download(hub_ref, token, local_only=not is_main)
-    else:
-        folder, _ = download(hub_ref, token)
-    return Experts.load(folder)
+def open_experts(folder: str | Path) -> Experts:
+    """The complete experts in a local ``folder``. A Hub reference (``hf://...``) is fetched to a local
+    folder before a method runs (:func:`distilkit.hub.experts.fetch_hub_inputs`); here it is an error."""
+    if str(folder).startswith("hf://"):
+        raise ConfigError(f"experts {folder} are on the Hub: fetch them first "
+                          "(distilkit.hub.experts.fetch_hub_inputs, which `distilkit distill` calls)")
+    return Experts.load(Path(folder).expanduser())

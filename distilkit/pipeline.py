@@ -18,6 +18,7 @@ from distilkit.data.real import RealData
 from distilkit.data.sources import load_real
 from distilkit.distilled import DistilledSet
 from distilkit.errors import DistilkitError
+from distilkit.hub.experts import fetch_hub_inputs
 from distilkit.methods import RunContext, get_method
 from distilkit.methods.registry import dataset_families
 from distilkit.outputs import FolderLock, check_output_folder, check_replaceable
@@ -84,6 +85,7 @@ def _distill(cfg: DistillConfig, spec, out: Path, accelerator, resume: bool, ove
     cfg = dataclasses.replace(cfg, pixel_space=real.pixel_space.kind)
     method_cfg = spec.resolve(cfg.preset, cfg.ipc, cfg.method_args, families)
     check_fits(real, cfg.method, cfg.ipc, method_cfg)
+    run_cfg = fetch_hub_inputs(method_cfg, accelerator=accelerator)  # hf:// -> local folders
 
     resolved = {**cfg.to_dict(), "out": str(out), "method_args": method_cfg}
     fingerprint = hashlib.sha256(json.dumps({k: v for k, v in resolved.items() if k != "out"},
@@ -96,7 +98,7 @@ def _distill(cfg: DistillConfig, spec, out: Path, accelerator, resume: bool, ove
     ctx = RunContext(accelerator=accelerator, seed=cfg.seed, checkpointer=checkpointer, resume=resume)
 
     started = time.perf_counter()
-    output = spec.fn(real, cfg.ipc, method_cfg, ctx)
+    output = spec.fn(real, cfg.ipc, run_cfg, ctx)
     wall = time.perf_counter() - started
     dset = DistilledSet(
         images=output.images, labels=output.labels, class_names=real.class_names, pixel_space=real.pixel_space,

@@ -64,7 +64,7 @@ def test_report_schema_card_section_and_partial_rerun(smoke_set, accelerator, tm
     assert strip_yaml(before) == strip_yaml(after)
     report = json.loads((folder / "audit" / "report.json").read_text())
     assert set(report["audits"]) == {"pixels", "recognition"}  # pixels kept from the first run
-    from distilkit.hub.card import read_card
+    from distilkit.card import read_card
 
     assert set(read_card(folder).data["distilkit"]["audits"]) == {"pixels", "recognition"}
 
@@ -79,7 +79,7 @@ def test_audit_cli_and_errors(smoke_set, tmp_path, monkeypatch):
     bad = runner.invoke(cli, ["audit", str(smoke_set), "--arg", "pixels.bogus=1"])
     assert bad.exit_code == 2 and "unknown option(s) for audit 'pixels'" in bad.stderr
     bad = runner.invoke(cli, ["audit", str(smoke_set), "--preset", "huge", "--only", "pixels"])
-    assert bad.exit_code == 2 and "unknown audit preset" in bad.stderr
+    assert bad.exit_code == 2 and "unknown preset 'huge'" in bad.stderr
     import shutil
 
     shutil.copytree(smoke_set, tmp_path / "s")

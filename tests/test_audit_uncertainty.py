@@ -62,7 +62,7 @@ def test_verdicts_come_with_intervals_and_tests(smoke_set, accelerator, tmp_path
     assert saved["audits"]["agreement"]["tests"] == agreement["tests"]
     card = (folder / "README.md").read_text()
     assert card.count("Intervals and tests behind the verdict") == 2
-    from distilkit.hub.card import read_card
+    from distilkit.card import read_card
 
     yaml_tests = read_card(folder).data["distilkit"]["audits"]["mixing"]["tests"]
     assert yaml_tests[0]["ci"] == dip["ci"] and yaml_tests[0]["outcome"] == dip["outcome"]

@@ -8,11 +8,11 @@ import pytest
 import torch
 import yaml
 
+from distilkit.card import read_card, replace_section
 from distilkit.data.pixel_space import PixelSpace
 from distilkit.data.zca import ZCA
 from distilkit.distilled import DistilledSet
 from distilkit.errors import DistilkitError
-from distilkit.hub.card import read_card, replace_section
 
 SOURCE = {"id": "embedded:fashion_mnist", "hub_id": "zalando-datasets/fashion_mnist", "license": "mit",
           "split": "train", "test": {"split": "test", "carved": False}}

@@ -16,8 +16,9 @@ from distilkit.checkpoint import Checkpointer
 from distilkit.cli import cli, distill, experts  # noqa: F401  (register commands)
 from distilkit.data.dsa import DSA
 from distilkit.data.real import RealData
-from distilkit.errors import DistilkitError
-from distilkit.experts import ExpertConfig, Experts, ensure_experts, experts_key, open_experts, push_experts
+from distilkit.errors import ConfigError, DistilkitError, HubError
+from distilkit.experts import ExpertConfig, Experts, ensure_experts, experts_key, open_experts
+from distilkit.hub.experts import fetch_experts, fetch_hub_inputs, push_experts
 from distilkit.methods import RunContext, get_method
 from distilkit.methods import mtt as mtt_mod
 from distilkit.models import create_model
@@ -82,7 +83,7 @@ def test_interrupted_expert_training_is_finished_not_redone(small_real, tmp_path
     assert not list(first.folder.glob(".*tmp*"))
 
 
-def test_experts_round_trip_through_the_fake_hub(tiny_experts, monkeypatch):
+def test_experts_round_trip_through_the_fake_hub(small_real, tiny_experts, accelerator, monkeypatch):
     server = FakeHub().start()
     server.write_tokens = {SECRET}
     try:
@@ -90,14 +91,22 @@ def test_experts_round_trip_through_the_fake_hub(tiny_experts, monkeypatch):
         sha = push_experts(tiny_experts.folder, "distilkit-tests/experts", token=SECRET)
         assert len(sha) == 40
         assert json.loads(server.read("distilkit-tests/experts", "index.json"))["key"] == tiny_experts.index["key"]
-        loaded = open_experts("hf://distilkit-tests/experts", token=SECRET)
+        loaded = open_experts(fetch_experts("hf://distilkit-tests/experts", token=SECRET))
         assert loaded.folder != tiny_experts.folder and loaded.index == tiny_experts.index
         for got, want in zip(loaded.trajectory(1), tiny_experts.trajectory(1), strict=True):
             assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
-        with pytest.raises(DistilkitError) as err:
-            open_experts("hf://distilkit-tests/missing", token=SECRET)
+        # the run's options are fetched before the method runs: the method gets a folder, the record keeps hf://
+        recorded = {"experts": "hf://datasets/distilkit-tests/experts", "iterations": 2}
+        fetched = fetch_hub_inputs(recorded, token=SECRET, accelerator=accelerator)
+        assert recorded["experts"].startswith("hf://") and fetched["iterations"] == 2
+        assert open_experts(fetched["experts"]).index == tiny_experts.index
+        assert run_mtt(small_real, accelerator, fetched["experts"], iterations=2).images.shape[0] == 10
+        with pytest.raises(ConfigError, match="fetch them first"):  # a method never talks to the Hub
+            open_experts("hf://distilkit-tests/experts")
+        with pytest.raises(HubError) as err:
+            fetch_experts("hf://distilkit-tests/missing", token=SECRET)
         assert "\n" not in str(err.value)
-        with pytest.raises(DistilkitError):  # a read-only or wrong token cannot push
+        with pytest.raises(HubError):  # a read-only or wrong token cannot push
             push_experts(tiny_experts.folder, "distilkit-tests/other", token="hf_wrong")
     finally:
         server.stop()
@@ -257,7 +266,7 @@ def test_cli_experts_then_distill_stores_the_learned_lr(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("args, message", [
     (["experts", "--preset", "smoke", "--num-experts", "0"], "num_experts must be >= 1"),
-    (["experts", "--preset", "tiny"], "unknown experts preset"),
+    (["experts", "--preset", "tiny"], "unknown preset 'tiny'"),
     (["distill", "--method", "mtt", "--preset", "smoke", "--ipc", "1", "--arg", "memory=lots"], "memory must be"),
     (["distill", "--method", "mtt", "--preset", "smoke", "--ipc", "1", "--arg", "experts=/nonexistent/x"],
      "holds no expert trajectories"),

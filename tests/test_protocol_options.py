@@ -84,7 +84,7 @@ def test_every_training_audit_uses_the_run_wide_labels_and_lr(soft_set, accelera
     on request), and the report and card record which were used."""
     from distilkit.audit.real_models import RealModelCache
     from distilkit.audit.report import run_audits
-    from distilkit.hub.card import read_card
+    from distilkit.card import read_card
 
     asked: list[tuple[str, object]] = []
     original_targets, original_lr = DistilledSet.training_targets, DistilledSet.lr_for

@@ -101,7 +101,7 @@ CASE_IDS = ["overwrite-non-set", "overwrite-source", "overwrite-parent-of-source
 
 @pytest.mark.parametrize("case", range(len(CASE_IDS)), ids=CASE_IDS)
 def test_refused_outputs_change_nothing(workspace, case):
-    from distilkit.data.sources import cache_dir
+    from distilkit.cache import cache_dir
 
     args, needles = _cases(workspace)[case]
     experts_cache = cache_dir() / "experts"

@@ -21,8 +21,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from distilkit.cache import cache_dir
 from distilkit.data.real import RealData
-from distilkit.data.sources import cache_dir
 from distilkit.models import create_model
 from distilkit.seeding import STREAM_VERSION, seeded
 from distilkit.seeding import generator as seed_generator
@@ -34,19 +34,6 @@ def penultimate(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     if hasattr(model, "embed"):
         return model.embed(x)
     return model.forward_head(model.forward_features(x), pre_logits=True).flatten(1)
-
-
-def real_fingerprint(real: RealData) -> str:
-    digest = hashlib.sha256()
-    digest.update(json.dumps({k: real.info.get(k) for k in ("id", "subset", "split", "revision", "test")},
-                             sort_keys=True, default=str).encode())
-    digest.update(real.train_images.numpy().tobytes())
-    digest.update(real.train_labels.numpy().tobytes())
-    space = real.pixel_space
-    digest.update(json.dumps([space.kind, space.mean, space.std]).encode())
-    if space.zca is not None:
-        digest.update(space.zca.matrix.numpy().tobytes())
-    return digest.hexdigest()
 
 
 @dataclass
@@ -61,7 +48,7 @@ class RealModelCache:
     def get(self, real: RealData, model_name: str, protocol: TrainConfig, seed: int,
             device: torch.device | str = "cpu") -> tuple[nn.Module, float]:
         """A model trained on the whole real train split, and its real test accuracy."""
-        fp = self._fingerprints.setdefault(id(real), real_fingerprint(real))
+        fp = self._fingerprints.setdefault(id(real), real.fingerprint())
         key = hashlib.sha256(json.dumps({"real": fp, "model": model_name, "protocol": protocol.to_dict(),
                                          "seed": seed, "seed_streams": STREAM_VERSION},
                                         sort_keys=True).encode()).hexdigest()[:32]
@@ -105,7 +92,7 @@ def cached_tensors(cache: RealModelCache, real: RealData, kind: str, spec: dict,
     The key hashes the real data, ``kind``, ``spec`` (everything the build depends on) and ``seed``;
     files go to ``<cache>/pools/<kind>-<key>.safetensors``. Hits and misses count in ``cache``.
     """
-    fp = cache._fingerprints.setdefault(id(real), real_fingerprint(real))
+    fp = cache._fingerprints.setdefault(id(real), real.fingerprint())
     key = hashlib.sha256(json.dumps({"real": fp, "kind": kind, "spec": spec, "seed": seed,
                                      "seed_streams": STREAM_VERSION}, sort_keys=True,
                                     default=str).encode()).hexdigest()[:32]

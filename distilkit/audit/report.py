@@ -18,13 +18,14 @@ from pathlib import Path
 
 from distilkit import jsonio
 from distilkit.audit.real_models import RealModelCache
-from distilkit.audit.registry import AUDIT_PRESETS, TRAINING_DEFAULTS, AuditContext, Table, get_audit, list_audits
+from distilkit.audit.registry import TRAINING_DEFAULTS, AuditContext, Table, get_audit, list_audits
+from distilkit.card import read_card, replace_section, write_text_atomic
 from distilkit.data.sources import load_real
 from distilkit.distilled import DistilledSet
 from distilkit.errors import DistilkitError
 from distilkit.evaluate import source_config_of
-from distilkit.hub.card import read_card, replace_section, write_text_atomic
 from distilkit.outputs import FolderLock, check_output_folder, lock_path, lock_timeout
+from distilkit.presets import check_preset
 from distilkit.runtime import distilkit_version, make_accelerator
 
 REPORT_FILE = "audit/report.json"
@@ -112,8 +113,7 @@ def run_audits(folder: str | Path, only: list[str] | None = None, preset: str = 
     ("hard" | "soft") and ``learned_lr`` say how every audit trains on the distilled set (None: the
     preset's, :data:`~distilkit.audit.registry.TRAINING_DEFAULTS`)."""
     folder = Path(folder)
-    if preset not in AUDIT_PRESETS:
-        raise DistilkitError(f"unknown audit preset {preset!r}; choose from {', '.join(AUDIT_PRESETS)}")
+    check_preset(preset)
     training = {**TRAINING_DEFAULTS[preset], **{k: v for k, v in (("labels", labels), ("learned_lr", learned_lr))
                                                  if v is not None}}
     if training["labels"] not in ("hard", "soft"):

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from distilkit.cli import cli
+from distilkit.cli.options import preset_option
 
 
 @cli.command("experts")
@@ -20,7 +21,7 @@ from distilkit.cli import cli
 @click.option("--pixel-space", type=click.Choice(["raw", "normalized", "zca"]),
               help="Pixel space (must match the mtt run that uses the experts) [mtt's for the data: zca on RGB, "
                    "else normalized].")
-@click.option("--preset", default="cpu", show_default=True, help="standard | cpu | smoke (model, experts, epochs).")
+@preset_option("Model, number of experts and epochs (standard and paper: MTT's own recipe).")
 @click.option("--model", help="Network [the preset's].")
 @click.option("--num-experts", type=int, help="Number of experts [the preset's].")
 @click.option("--epochs", type=int, help="Epochs per expert (parameters saved after each) [the preset's].")
@@ -39,7 +40,8 @@ def experts_command(source, subset, split, drop_empty_classes, pixel_space, pres
     """
     from distilkit.data.sources import SourceConfig, load_real
     from distilkit.errors import DistilkitError
-    from distilkit.experts import ensure_experts, expert_preset, push_experts
+    from distilkit.experts import ensure_experts, expert_preset
+    from distilkit.hub.experts import push_experts
     from distilkit.methods import get_method
     from distilkit.methods.registry import dataset_families
     from distilkit.outputs import check_output_folder

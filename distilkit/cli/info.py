@@ -15,8 +15,8 @@ from distilkit.cli import cli
 def info_command(set_path, as_json, token) -> None:
     """Describe a distilled set (a folder or a Hub repo id): method, size, pixel space, provenance and
     evaluation results."""
+    from distilkit.card import evaluation_markdown
     from distilkit.distilled import DistilledSet
-    from distilkit.hub.card import evaluation_markdown
     from distilkit.hub.repo import open_set
 
     with open_set(set_path, token) as opened:

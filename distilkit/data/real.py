@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 
 import torch
 
 from distilkit.data.pixel_space import PixelSpace
+from distilkit.errors import ConfigError
 
 
 @dataclass
@@ -41,6 +44,22 @@ class RealData:
     def image_shape(self) -> tuple[int, int, int]:
         return tuple(self.train_images.shape[1:])
 
+    def fingerprint(self) -> str:
+        """A content hash of what a model trained on this data depends on: the source description (id,
+        subset, split, revision, how the test split was obtained), the train images and labels, and the
+        pixel space (kind, mean, std, the ZCA matrix). Caches of trained models and expert trajectories
+        are keyed by it, so they are found again for the same data and never for other data."""
+        digest = hashlib.sha256()
+        digest.update(json.dumps({k: self.info.get(k) for k in ("id", "subset", "split", "revision", "test")},
+                                 sort_keys=True, default=str).encode())
+        digest.update(self.train_images.numpy().tobytes())
+        digest.update(self.train_labels.numpy().tobytes())
+        space = self.pixel_space
+        digest.update(json.dumps([space.kind, space.mean, space.std]).encode())
+        if space.zca is not None:
+            digest.update(space.zca.matrix.numpy().tobytes())
+        return digest.hexdigest()
+
     def batch(self, indices: torch.Tensor, split: str = "train") -> torch.Tensor:
         """Float images of ``indices`` in the pixel space."""
         images = self.train_images if split == "train" else self.test_images
@@ -54,14 +73,12 @@ class RealData:
         return self.class_order[start : start + int(self.class_counts[label])]
 
     def require_per_class(self, n: int, what: str) -> None:
-        """Refuse (one :class:`DistilkitError` line) a per-class draw ``what`` of ``n`` images that the
+        """Refuse (one :class:`ConfigError` line) a per-class draw ``what`` of ``n`` images that the
         smallest class cannot give, e.g. ``--ipc`` or a method's ``batch_real``."""
-        from distilkit.errors import DistilkitError
-
         smallest = int(self.class_counts.min())
         if n > smallest:
-            raise DistilkitError(f"{what} {n} exceeds the smallest class "
-                                 f"({self.class_names[int(self.class_counts.argmin())]!r}: {smallest} images)")
+            raise ConfigError(f"{what} {n} exceeds the smallest class "
+                              f"({self.class_names[int(self.class_counts.argmin())]!r}: {smallest} images)")
 
     def sample_per_class(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """``n`` distinct random train indices per class, as a [num_classes, n] tensor (class-major).
@@ -71,7 +88,7 @@ class RealData:
         """
         smallest = int(self.class_counts.min())
         if n > smallest:
-            raise ValueError(f"cannot draw {n} per class: the smallest class has {smallest} images")
+            raise ConfigError(f"cannot draw {n} per class: the smallest class has {smallest} images")
         max_count = int(self.class_counts.max())
         keys = torch.rand(self.num_classes, max_count, generator=generator)
         keys[torch.arange(max_count).unsqueeze(0) >= self.class_counts.unsqueeze(1)] = 2.0

@@ -18,11 +18,12 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from distilkit.cache import cache_dir
 from distilkit.data.idx import find_idx_file, idx_class_names, is_idx_folder, read_idx
 from distilkit.data.pixel_space import PixelSpace
 from distilkit.data.real import RealData
 from distilkit.data.zca import ZCA
-from distilkit.errors import DistilkitError
+from distilkit.errors import ConfigError, DistilkitError, SourceError
 
 EMBEDDED = "embedded"
 EMBEDDED_DIR = Path(__file__).parent / "embedded" / "fashion_mnist"
@@ -51,22 +52,14 @@ class SourceConfig:
     def check(self) -> SourceConfig:
         """Range checks that need no data: fail before anything is loaded."""
         if not isinstance(self.source, str) or not self.source.strip():
-            raise DistilkitError("the source is empty; give 'embedded', a folder, a parquet file or a Hub id")
+            raise ConfigError("the source is empty; give 'embedded', a folder, a parquet file or a Hub id")
         if self.image_size is not None and not 1 <= self.image_size <= MAX_IMAGE_SIZE:
-            raise DistilkitError(f"--image-size must be between 1 and {MAX_IMAGE_SIZE}, got {self.image_size}")
+            raise ConfigError(f"--image-size must be between 1 and {MAX_IMAGE_SIZE}, got {self.image_size}")
         if not 0.0 < self.holdout_fraction < 1.0:
-            raise DistilkitError(f"holdout_fraction must be between 0 and 1 (exclusive), got {self.holdout_fraction}")
+            raise ConfigError(f"holdout_fraction must be between 0 and 1 (exclusive), got {self.holdout_fraction}")
         if self.image_column is not None and self.image_column == self.label_column:
-            raise DistilkitError(f"--image-column and --label-column are both {self.image_column!r}")
+            raise ConfigError(f"--image-column and --label-column are both {self.image_column!r}")
         return self
-
-
-def cache_dir() -> Path:
-    """Root of distilkit's caches: ``$DISTILKIT_CACHE`` or ``$HF_HOME/distilkit`` (~/.cache/huggingface)."""
-    if os.environ.get("DISTILKIT_CACHE"):
-        return Path(os.environ["DISTILKIT_CACHE"])
-    hf_home = os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface")
-    return Path(hf_home) / "distilkit"
 
 
 def _read_card_yaml(folder: Path) -> dict:
@@ -94,19 +87,19 @@ def _load_dataset_dict(cfg: SourceConfig):
         if path.is_dir():
             card = _read_card_yaml(path)
             if "distilkit" in card:
-                raise DistilkitError(f"{path} is a distilled set, not a real dataset; give its source instead")
+                raise SourceError(f"{path} is a distilled set, not a real dataset; give its source instead")
             info = {"id": str(path), "license": card.get("license"), "pretty_name": card.get("pretty_name")}
             return datasets.load_dataset(str(path), name=cfg.subset), info
         if cfg.source.startswith((".", "/", "~")) or os.sep in cfg.source and not _looks_like_hub_id(cfg.source):
-            raise DistilkitError(f"source {cfg.source!r} does not exist")
+            raise SourceError(f"source {cfg.source!r} does not exist")
         ds = datasets.load_dataset(cfg.source, name=cfg.subset, revision=cfg.revision)
         return ds, {"id": cfg.source, "hub_id": cfg.source, "license": _hub_license(cfg.source)}
     except DistilkitError:
         raise
     except FileNotFoundError as err:
-        raise DistilkitError(f"source {cfg.source!r} not found: {_first_line(err)}") from err
+        raise SourceError(f"source {cfg.source!r} not found: {_first_line(err)}") from err
     except Exception as err:  # datasets raises many types (DatasetNotFoundError, ValueError, ...)
-        raise DistilkitError(f"cannot load source {cfg.source!r}: {_first_line(err)}") from err
+        raise SourceError(f"cannot load source {cfg.source!r}: {_first_line(err)}") from err
 
 
 def _looks_like_hub_id(text: str) -> bool:
@@ -135,7 +128,7 @@ def detect_columns(features, image_column: str | None, label_column: str | None)
     names = list(features)
     for given, kind in ((image_column, "image"), (label_column, "label")):
         if given is not None and given not in features:
-            raise DistilkitError(f"{kind} column {given!r} not in the dataset (columns: {', '.join(names)})")
+            raise SourceError(f"{kind} column {given!r} not in the dataset (columns: {', '.join(names)})")
     if image_column is None:
         typed = [n for n in names if isinstance(features[n], (Image, Array2D, Array3D))]
         named = [n for n in names if n.lower() in IMAGE_COLUMN_NAMES]
@@ -147,21 +140,21 @@ def detect_columns(features, image_column: str | None, label_column: str | None)
         label_column = (typed or named or [None])[0]
     if image_column is None or label_column is None:
         missing = "image" if image_column is None else "label"
-        raise DistilkitError(f"the dataset has no {missing} column (columns: {', '.join(names)}); "
-                             "name it with --image-column/--label-column")
+        raise SourceError(f"the dataset has no {missing} column (columns: {', '.join(names)}); "
+                          "name it with --image-column/--label-column")
     holds_images = not isinstance(features[image_column], (ClassLabel, Value))
     label_feature = features[label_column]
     holds_labels = isinstance(label_feature, ClassLabel) or (
         isinstance(label_feature, Value) and label_feature.dtype.startswith(("int", "uint", "string")))
     if not holds_images and not holds_labels and not isinstance(features[label_column], Value):
-        raise DistilkitError(f"image column {image_column!r} holds labels and label column {label_column!r} holds "
-                             "images: --image-column and --label-column are swapped")
+        raise SourceError(f"image column {image_column!r} holds labels and label column {label_column!r} holds "
+                          "images: --image-column and --label-column are swapped")
     if not holds_images:
-        raise DistilkitError(f"image column {image_column!r} holds {_feature_kind(features[image_column])}, not "
-                             "images; name the image column with --image-column")
+        raise SourceError(f"image column {image_column!r} holds {_feature_kind(features[image_column])}, not "
+                          "images; name the image column with --image-column")
     if not holds_labels:
-        raise DistilkitError(f"label column {label_column!r} holds {_feature_kind(features[label_column])}, not "
-                             "class labels (integers, strings or a ClassLabel); name it with --label-column")
+        raise SourceError(f"label column {label_column!r} holds {_feature_kind(features[label_column])}, not "
+                          "class labels (integers, strings or a ClassLabel); name it with --label-column")
     return image_column, label_column
 
 
@@ -185,10 +178,10 @@ def _decode_images(ds, column: str, mode: str | None, size: int | None) -> tuple
     if not isinstance(feature, Image):
         arrays = np.asarray(ds.with_format("numpy")[column])
         if arrays.dtype.kind not in "uif":
-            raise DistilkitError(f"image column {column!r} holds {arrays.dtype} arrays, not pixel values")
+            raise SourceError(f"image column {column!r} holds {arrays.dtype} arrays, not pixel values")
         if arrays.dtype.kind == "f" and not np.isfinite(arrays).all():
             bad = int((~np.isfinite(arrays)).sum())
-            raise DistilkitError(f"image column {column!r} has {bad} NaN or infinite pixel values of {arrays.size}")
+            raise SourceError(f"image column {column!r} has {bad} NaN or infinite pixel values of {arrays.size}")
         if arrays.dtype != np.uint8:
             if arrays.max() > 1.0 + 1e-6:
                 arrays = np.clip(arrays, 0, 255).round().astype(np.uint8)
@@ -249,7 +242,7 @@ def _idx_source(cfg: SourceConfig, folder: Path) -> tuple[dict, list[str], dict,
         images_file, labels_file = find_idx_file(folder, split, "images"), find_idx_file(folder, split, "labels")
         if images_file is None or labels_file is None:
             if name == "train" or cfg.test_split is not None:
-                raise DistilkitError(f"IDX folder {folder} has no {split!r} images/labels files")
+                raise SourceError(f"IDX folder {folder} has no {split!r} images/labels files")
             continue
         tensors[f"{name}_images"] = torch.from_numpy(read_idx(images_file).copy()).unsqueeze(1)
         tensors[f"{name}_labels"] = torch.from_numpy(read_idx(labels_file).astype(np.int64))
@@ -263,12 +256,12 @@ def _idx_source(cfg: SourceConfig, folder: Path) -> tuple[dict, list[str], dict,
 def _hf_source(cfg: SourceConfig) -> tuple[dict, list[str], dict, str | None]:
     dsd, info = _load_dataset_dict(cfg)
     if cfg.split not in dsd:
-        raise DistilkitError(f"split {cfg.split!r} not in source {cfg.source!r} (splits: {', '.join(dsd)})")
+        raise SourceError(f"split {cfg.split!r} not in source {cfg.source!r} (splits: {', '.join(dsd)})")
     train = dsd[cfg.split]
     image_col, label_col = detect_columns(train.features, cfg.image_column, cfg.label_column)
     test_name = cfg.test_split or next((s for s in ("test", "validation", "valid", "val") if s in dsd), None)
     if cfg.test_split is not None and cfg.test_split not in dsd:
-        raise DistilkitError(f"test split {cfg.test_split!r} not in source (splits: {', '.join(dsd)})")
+        raise SourceError(f"test split {cfg.test_split!r} not in source (splits: {', '.join(dsd)})")
     info.update(image_column=image_col, label_column=label_col)
 
     key = hashlib.sha256(json.dumps([train._fingerprint, dsd[test_name]._fingerprint if test_name else None,
@@ -291,7 +284,7 @@ def _hf_source(cfg: SourceConfig) -> tuple[dict, list[str], dict, str | None]:
         if test_name is not None:
             unknown = {str(v) for v in dsd[test_name][label_col]} - set(lookup)
             if unknown:
-                raise DistilkitError(f"test split has labels not in train: {sorted(unknown)[:5]}")
+                raise SourceError(f"test split has labels not in train: {sorted(unknown)[:5]}")
             test_labels = torch.tensor([lookup[str(v)] for v in dsd[test_name][label_col]])
     tensors["train_labels"] = train_labels
     if test_name is not None:
@@ -313,11 +306,11 @@ def probe_source(cfg: SourceConfig) -> None:
     folder = Path(cfg.source).expanduser()
     if is_idx_folder(folder):
         if find_idx_file(folder, cfg.split, "images") is None or find_idx_file(folder, cfg.split, "labels") is None:
-            raise DistilkitError(f"IDX folder {folder} has no {cfg.split!r} images/labels files")
+            raise SourceError(f"IDX folder {folder} has no {cfg.split!r} images/labels files")
         return
     dsd, _ = _load_dataset_dict(cfg)
     if cfg.split not in dsd:
-        raise DistilkitError(f"split {cfg.split!r} not in source {cfg.source!r} (splits: {', '.join(dsd)})")
+        raise SourceError(f"split {cfg.split!r} not in source {cfg.source!r} (splits: {', '.join(dsd)})")
     detect_columns(dsd[cfg.split].features, cfg.image_column, cfg.label_column)
 
 
@@ -325,14 +318,14 @@ def _check_classes(cfg: SourceConfig, train_labels: torch.Tensor, test_images: t
                    test_labels: torch.Tensor | None, names: list[str]):
     """Refuse a source with fewer than two classes or with empty classes (or drop those, if asked)."""
     if int(train_labels.min()) < 0 or int(train_labels.max()) >= len(names):
-        raise DistilkitError(f"labels of {cfg.source!r} run outside 0..{len(names) - 1} (the {len(names)} class names)")
+        raise SourceError(f"labels of {cfg.source!r} run outside 0..{len(names) - 1} (the {len(names)} class names)")
     counts = torch.bincount(train_labels, minlength=len(names))
     empty = [names[i] for i in (counts == 0).nonzero().flatten().tolist()]
     dropped: list[str] = []
     if empty and not cfg.drop_empty_classes:
         shown = ", ".join(repr(n) for n in empty[:5]) + (" ..." if len(empty) > 5 else "")
-        raise DistilkitError(f"{len(empty)} of the {len(names)} classes of {cfg.source!r} have no images in split "
-                             f"{cfg.split!r} ({shown}); pass --drop-empty-classes to drop them")
+        raise SourceError(f"{len(empty)} of the {len(names)} classes of {cfg.source!r} have no images in split "
+                          f"{cfg.split!r} ({shown}); pass --drop-empty-classes to drop them")
     if empty:
         keep = (counts > 0).nonzero().flatten()
         remap = torch.full((len(names),), -1, dtype=torch.long)
@@ -343,8 +336,8 @@ def _check_classes(cfg: SourceConfig, train_labels: torch.Tensor, test_images: t
             test_images, test_labels = test_images[rows], remap[test_labels[rows]]
         dropped, names = empty, [names[i] for i in keep.tolist()]
     if len(names) < 2:
-        raise DistilkitError(f"{cfg.source!r} has {len(names)} class{'es' if len(names) != 1 else ''} with images "
-                             f"({', '.join(repr(n) for n in names)}); classification needs at least 2")
+        raise SourceError(f"{cfg.source!r} has {len(names)} class{'es' if len(names) != 1 else ''} with images "
+                          f"({', '.join(repr(n) for n in names)}); classification needs at least 2")
     return train_labels, test_images, test_labels, names, dropped
 
 
@@ -352,7 +345,7 @@ def load_real(cfg: SourceConfig, pixel_space: str = "normalized", seed: int = 0,
               zca_eps: float = 0.1) -> RealData:
     """Load, decode (once, cached) and describe the real data of ``cfg``.
 
-    Refused (one :class:`DistilkitError` line): an empty split, fewer than two classes, and classes
+    Refused (one :class:`SourceError` line): an empty split, fewer than two classes, and classes
     without train images -- unless ``cfg.drop_empty_classes``, which drops them (and their test images)
     and remaps the labels to 0..K'-1, recorded as ``dropped_classes`` in the source info."""
     cfg.check()
@@ -363,7 +356,7 @@ def load_real(cfg: SourceConfig, pixel_space: str = "normalized", seed: int = 0,
         tensors, class_names, info, test_name = _hf_source(cfg)
     train_images, train_labels = tensors["train_images"], tensors["train_labels"].long()
     if train_images.shape[0] == 0:
-        raise DistilkitError(f"split {cfg.split!r} of {cfg.source!r} is empty")
+        raise SourceError(f"split {cfg.split!r} of {cfg.source!r} is empty")
     test_images = tensors["test_images"] if test_name is not None else None
     test_labels = tensors["test_labels"].long() if test_name is not None else None
     train_labels, test_images, test_labels, class_names, dropped = _check_classes(
@@ -378,8 +371,8 @@ def load_real(cfg: SourceConfig, pixel_space: str = "normalized", seed: int = 0,
         train_images, train_labels = train_images[keep], train_labels[keep]
         left = torch.bincount(train_labels, minlength=len(class_names))
         if int(left.min()) == 0:
-            raise DistilkitError(f"class {class_names[int(left.argmin())]!r} of {cfg.source!r} has too few images "
-                                 "to carve a test split from train; give a test split (--test-split)")
+            raise SourceError(f"class {class_names[int(left.argmin())]!r} of {cfg.source!r} has too few images "
+                              "to carve a test split from train; give a test split (--test-split)")
         test_desc = {"split": f"{cfg.split} (carved)", "carved": True, "fraction": cfg.holdout_fraction,
                      "seed": seed, "stratified": True}
 

@@ -15,8 +15,8 @@ import re
 
 import yaml
 
-from distilkit.errors import DistilkitError
-from distilkit.hub.card import replace_section
+from distilkit.card import replace_section
+from distilkit.errors import HubError
 
 DEFAULT_CONFIG = "default"
 MARKER = re.compile(r"<!-- distilkit:(?P<name>[\w-]+)(?::(?P<config>[\w.-]+))?:(?P<edge>start|end) -->")
@@ -108,10 +108,10 @@ def split_card(text: str | None, where: str) -> tuple[dict, str]:
     try:
         data = yaml.safe_load(head) or {}
     except yaml.YAMLError as err:
-        raise DistilkitError(f"the card of {where} is not valid YAML ({str(err).splitlines()[0]}); fix README.md "
-                             "on the Hub first") from None
+        raise HubError(f"the card of {where} is not valid YAML ({str(err).splitlines()[0]}); fix README.md "
+                       "on the Hub first") from None
     if not isinstance(data, dict):
-        raise DistilkitError(f"the card of {where} has YAML metadata that is not a mapping; fix README.md first")
+        raise HubError(f"the card of {where} has YAML metadata that is not a mapping; fix README.md first")
     return data, body
 
 
@@ -147,7 +147,7 @@ def merge_audit(hub_text: str, audits: dict, section: str, config: str, where: s
     hub_data, hub_body = split_card(hub_text, where)
     meta = hub_data.get("distilkit")
     if config not in config_names(meta):
-        raise DistilkitError(f"{where} no longer has a distilkit set for config {config!r}")
+        raise HubError(f"{where} no longer has a distilkit set for config {config!r}")
     entry = config_entry(meta, config)
     entry["audits"] = audits
     hub_data["distilkit"] = set_config_entry(meta, config, entry)

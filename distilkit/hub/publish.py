@@ -27,7 +27,7 @@ from typing import Any
 
 from distilkit import jsonio
 from distilkit.distilled import HISTORY_FILE, PREVIEW_FILE, RECIPE_FILE, DistilledSet
-from distilkit.errors import DistilkitError
+from distilkit.errors import ConfigError, DistilkitError, HubError
 from distilkit.hub.merge import (
     DEFAULT_CONFIG,
     carry_audit,
@@ -179,13 +179,13 @@ def commit_card(api, repo_id: str, revision: str | None, parent: str,
             if err.response is None or err.response.status_code != 412:
                 raise
             parent = api.repo_info(repo_id, repo_type="dataset", revision=revision).sha
-    raise DistilkitError(f"{repo_id}: the card kept changing on the Hub during {MAX_CARD_ATTEMPTS} attempts; "
+    raise HubError(f"{repo_id}: the card kept changing on the Hub during {MAX_CARD_ATTEMPTS} attempts; "
                          "try again")
 
 
 def check_repo_id(repo_id: str) -> None:
     if not REPO_ID.fullmatch(repo_id):
-        raise DistilkitError(f"{repo_id!r} is not a repo id; use <namespace>/<name>")
+        raise ConfigError(f"{repo_id!r} is not a repo id; use <namespace>/<name>")
 
 
 def publish_set(folder: str | Path, repo_id: str, config_name: str = DEFAULT_CONFIG, private: bool = False,
@@ -194,12 +194,12 @@ def publish_set(folder: str | Path, repo_id: str, config_name: str = DEFAULT_CON
     from huggingface_hub import HfApi
     from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
 
-    from distilkit.hub.card import render_card
+    from distilkit.card import render_card
 
     folder = Path(folder)
     check_repo_id(repo_id)
     if config_name == "data" or not re.fullmatch(r"[A-Za-z0-9][\w.-]*", config_name):
-        raise DistilkitError(f"--config-name {config_name!r} is not usable; use letters, digits, '-', '_' or '.'")
+        raise ConfigError(f"--config-name {config_name!r} is not usable; use letters, digits, '-', '_' or '.'")
     dset = DistilledSet.load(folder)
     local_card = (folder / "README.md").read_text(encoding="utf-8")
     paths = LocalPaths(dset, folder)
@@ -245,7 +245,7 @@ def publish_set(folder: str | Path, repo_id: str, config_name: str = DEFAULT_CON
         raise
     except Exception as err:
         line = str(hub_error(err, "publish to", target, token))
-        raise DistilkitError(f"{line} (the data was pushed in commit {data_commit[:10]}, the card and artifacts "
+        raise HubError(f"{line} (the data was pushed in commit {data_commit[:10]}, the card and artifacts "
                              "were not: run publish again)") from None
     return Published(repo_id, config_name, data_commit, card_commit, ["README.md", *files], revision, list(deleted))
 
@@ -273,7 +273,7 @@ def _same_set(hub_text: str | None, ours: dict, config: str, where: str) -> bool
 
 def _with_local_sections(ours: str, local_card: str) -> str:
     """Our rendered card with the audit section of the local card (rendering only knows evaluation)."""
-    from distilkit.hub.card import replace_section
+    from distilkit.card import replace_section
     from distilkit.hub.merge import extract_section
 
     section = extract_section(local_card, "audit")

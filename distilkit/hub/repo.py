@@ -3,7 +3,7 @@
 A SET argument is a local folder when one exists at that path; otherwise ``hf://datasets/<id>``,
 ``hf://datasets/<id>@<revision>``, ``hf://datasets/<id>[@<revision>]/<config>`` or a bare ``<id>``
 (``namespace/name``) names a dataset repo. A repo is downloaded once per commit into
-``$DISTILKIT_CACHE/hub/<namespace>--<name>/<commit sha>`` (temp folder + rename, so an interrupted
+``<cache>/hub/<namespace>--<name>/<commit sha>`` (temp folder + rename, so an interrupted
 download is never trusted), and each use gets a fresh temporary *view* of one config laid out like a
 local set folder, so commands that write into the set never touch the cache.
 """
@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
 
-from distilkit.errors import DistilkitError
+from distilkit.cache import cache_dir
+from distilkit.errors import ConfigError, DistilkitError, HubError
 from distilkit.validation import env_number
 
 REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
@@ -65,8 +66,8 @@ def parse_set_ref(arg: str) -> HubRef | None:
     if arg.startswith("hf://"):
         match = HF_URI.fullmatch(arg)
         if match is None:
-            raise DistilkitError(f"{arg!r} is not a dataset repo URI; use hf://datasets/<namespace>/<name>"
-                                 "[@<revision>][/<config>]")
+            raise ConfigError(f"{arg!r} is not a dataset repo URI; use hf://datasets/<namespace>/<name>"
+                              "[@<revision>][/<config>]")
         return HubRef(match["repo"], match["rev"], match["config"])
     if Path(arg).exists() or not REPO_ID.fullmatch(arg):
         return None
@@ -133,7 +134,7 @@ def with_retries(call: Callable[[], object]):
             delay = min(2 * delay, 8.0)
 
 
-def hub_error(err: BaseException, action: str, target: str, token: str | None) -> DistilkitError:
+def hub_error(err: BaseException, action: str, target: str, token: str | None) -> HubError:
     """One clear line for a failed Hub call; the token never appears in it."""
     import httpx2
     from huggingface_hub.errors import (
@@ -173,7 +174,7 @@ def hub_error(err: BaseException, action: str, target: str, token: str | None) -
         message = f"cannot {action} {target}: network failure ({type(cause).__name__}: {_first_line(cause)})"
     else:
         message = f"cannot {action} {target}: {type(cause).__name__}: {_first_line(cause)}"
-    return DistilkitError(scrub(message, token))
+    return HubError(scrub(message, token))
 
 
 def scrub(text: str, token: str | None) -> str:
@@ -188,18 +189,17 @@ def _first_line(err: BaseException) -> str:
 
 @contextlib.contextmanager
 def hub_call(action: str, target: str, token: str | None) -> Iterator[None]:
-    """Turn any Hub/network failure inside the block into a one-line DistilkitError."""
+    """Turn any Hub/network failure inside the block into a one-line :class:`HubError` (our own errors keep
+    their class; the token is scrubbed from every message)."""
     try:
         yield
     except DistilkitError as err:
-        raise DistilkitError(scrub(str(err), token)) from None
+        raise type(err)(scrub(str(err), token)) from None
     except Exception as err:  # huggingface_hub, httpx2 and datasets raise many types
         raise hub_error(err, action, target, token) from None
 
 
 def hub_cache_dir() -> Path:
-    from distilkit.data.sources import cache_dir
-
     return cache_dir() / "hub"
 
 
@@ -215,7 +215,7 @@ def download(ref: HubRef, token: str | None, local_only: bool = False) -> tuple[
     target = str(ref)
     if local_only:
         if not ref_file.is_file():
-            raise DistilkitError(f"{target} has not been downloaded by the main process")
+            raise HubError(f"{target} has not been downloaded by the main process")
         sha = ref_file.read_text().strip()
         return repo_dir / sha, sha
     with hub_call("read", target, token):
@@ -254,23 +254,23 @@ def build_view(snapshot: Path, ref: HubRef, dest: Path) -> str:
     returns the config name."""
     import pyarrow.parquet as pq
 
+    from distilkit.card import read_card
     from distilkit.distilled import DATA_FILE
-    from distilkit.hub.card import read_card
     from distilkit.hub.merge import config_entry, config_names, extract_config_body, repo_prefix
 
     card = read_card(snapshot)
     meta = card.data.get("distilkit")
     names = config_names(meta)
     if not names:
-        raise DistilkitError(f"{ref} is not a distilkit set (its card has no 'distilkit' entry)")
+        raise HubError(f"{ref} is not a distilkit set (its card has no 'distilkit' entry)")
     config = ref.config or (DEFAULT_CONFIG if DEFAULT_CONFIG in names or len(names) != 1 else names[0])
     if config not in names:
         choices = ", ".join(str(HubRef(ref.repo_id, ref.revision, n)) for n in names)
-        raise DistilkitError(f"{ref} has no distilkit set for config {config!r}; choose one of: {choices}")
+        raise HubError(f"{ref} has no distilkit set for config {config!r}; choose one of: {choices}")
     prefix = repo_prefix(config)
     shards = sorted(p for p in _files(snapshot) if fnmatch(p, _data_pattern(card.data.get("configs"), config)))
     if not shards:
-        raise DistilkitError(f"{ref}: no data files for config {config!r}")
+        raise HubError(f"{ref}: no data files for config {config!r}")
     (dest / "data").mkdir(parents=True)
     if len(shards) == 1:
         shutil.copyfile(snapshot / shards[0], dest / DATA_FILE)

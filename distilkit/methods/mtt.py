@@ -194,8 +194,8 @@ def _experts(real: RealData, cfg: dict, ctx: RunContext) -> Experts:
         expert_cfg = ExpertConfig(model=cfg["model"], num_experts=cfg["num_experts"], epochs=cfg["expert_train_epochs"],
                                   batch_size=cfg["expert_batch"], seed=ctx.seed)
         experts = ensure_experts(real, expert_cfg, ctx.accelerator, show_progress=ctx.show_progress)
-    else:
-        experts = open_experts(str(cfg["experts"]), accelerator=ctx.accelerator)
+    else:  # a folder; a Hub reference was fetched to one before the run (distilkit.hub.experts.fetch_hub_inputs)
+        experts = open_experts(str(cfg["experts"]))
     check_matches(experts, real, cfg["model"])
     return experts
 

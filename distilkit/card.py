@@ -4,6 +4,11 @@ The YAML holds the standard Hub keys (licence inherited from the source, task, s
 datasets, tags) plus one namespaced ``distilkit:`` key with the machine-readable facts. Sections
 that commands rewrite (evaluation, audits) sit between ``<!-- distilkit:NAME:start -->`` and
 ``<!-- distilkit:NAME:end -->``; updates replace only what is between the markers.
+
+The card is part of the set format: like :mod:`distilkit.distilled` it imports no method, audit or
+Hub code. Only rendering consults the method registry, for a registered method's summary and
+citation; a set made by any other method, or imported from another toolkit, renders and saves.
+The body template comes from the top-level ``cards/`` folder (installed as ``distilkit/cards``).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from distilkit.errors import DistilkitError
 if TYPE_CHECKING:
     from distilkit.distilled import DistilledSet
 
-TEMPLATES = Path(__file__).resolve().parents[1] / "cards"
+CARD_TEMPLATE = "distilled_card.md.j2"
 DATA_CONFIGS = [{"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*"}]}]
 TAGS = ["dataset-distillation", "synthetic", "distilkit"]
 CITATIONS = {
@@ -32,6 +37,31 @@ CITATIONS = {
                      "Benchmarking Machine Learning Algorithms},\n  author={Xiao, Han and Rasul, Kashif "
                      "and Vollgraf, Roland},\n  journal={arXiv:1708.07747}, year={2017}\n}",
 }
+
+
+def templates_dir() -> Path:
+    """The folder holding the card templates: ``distilkit/cards`` in an installed wheel (the top-level
+    ``cards/`` folder, shipped as package ``distilkit.cards``), else ``cards/`` beside the package in a
+    source checkout or an editable install. Found from this file, not through the import system, so a
+    checkout on ``PYTHONPATH`` uses its own templates even where another copy of distilkit is installed."""
+    package = Path(__file__).resolve().parent
+    for folder in (package / "cards", package.parent / "cards"):
+        if (folder / CARD_TEMPLATE).is_file():
+            return folder
+    raise DistilkitError(f"the card template {CARD_TEMPLATE} is missing (looked in {package / 'cards'} and "
+                         f"{package.parent / 'cards'}); reinstall distilkit")
+
+
+def method_description(name: str) -> tuple[str, str | None]:
+    """(summary, citation) of method ``name`` from the method registry, looked up only when a card is
+    rendered; a name the registry does not know (a method defined elsewhere) gets a plain summary."""
+    from distilkit.methods import get_method
+
+    try:
+        spec = get_method(name)
+    except DistilkitError:
+        return "a method not registered in distilkit", None
+    return spec.summary, spec.citation or None
 
 
 def _size_category(n: int) -> str:
@@ -95,14 +125,11 @@ def render_card(dset: DistilledSet, repo_ref: str, config_name: str | None = Non
     commands in the card take (default ``repo_ref``)."""
     from huggingface_hub import DatasetCardData
 
-    from distilkit.methods import get_method
-
     imported = (dset.provenance or {}).get("imported")
     if imported:  # made outside distilkit: any method name, no registered summary or citation
         summary, citation = (f"made outside distilkit, imported from a {imported.get('format')} file", None)
     else:
-        spec = get_method(dset.method)
-        summary, citation = spec.summary, spec.citation
+        summary, citation = method_description(dset.method)
     source = dset.source
     c, h, w = (int(s) for s in dset.images.shape[1:])
     feat_hw = (h // 4) * (w // 4)  # the snippet's two stride-2 poolings
@@ -124,8 +151,9 @@ def render_card(dset: DistilledSet, repo_ref: str, config_name: str | None = Non
     if "fashion" in str(source.get("id", "")).lower():
         citations.append(CITATIONS["fashion_mnist"])
     test = source.get("test", {})
-    env = Environment(loader=FileSystemLoader(str(TEMPLATES)), undefined=StrictUndefined, keep_trailing_newline=True)
-    body = env.get_template("distilled_card.md.j2").render(
+    env = Environment(loader=FileSystemLoader(str(templates_dir())), undefined=StrictUndefined,
+                      keep_trailing_newline=True)
+    body = env.get_template(CARD_TEMPLATE).render(
         title=data.pretty_name, num_images=int(dset.images.shape[0]), ipc=dset.ipc, num_classes=dset.num_classes,
         shape=f"{c}×{h}×{w}", shape_n=f"[{int(dset.images.shape[0])}, {c}, {h}, {w}]", method=dset.method,
         method_summary=summary, imported=imported or None, source_id=source.get("id"), source_split=source.get("split"),
