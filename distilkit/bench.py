@@ -139,9 +139,10 @@ def is_fashion_mnist(source: str) -> bool:
 def check_grid(grid: BenchGrid) -> None:
     """Everything about ``grid`` that can be checked without running a cell: presets, IPCs, seeds, the
     methods with their options at every IPC, and that the source opens with image and label columns."""
-    from distilkit.config import check_preset, parse_key_values
+    from distilkit.config import parse_key_values
     from distilkit.data.sources import SourceConfig, probe_source
     from distilkit.methods import get_method
+    from distilkit.presets import check_preset
     from distilkit.train import train_preset
 
     check_preset(grid.preset)

@@ -1,6 +1,7 @@
 """Run configurations: dataclasses with YAML in/out, strict keys and presets.
 
-Precedence, lowest first: dataclass defaults < the preset < a YAML file < command-line flags.
+Precedence, lowest first: dataclass defaults < the preset < a YAML file < command-line flags. The
+preset names come from the one vocabulary in :mod:`distilkit.presets`.
 ``None`` never overrides (so an unset flag leaves the method's own default in place). Unknown
 keys are an error, in files and in ``method_args``.
 """
@@ -17,19 +18,11 @@ from typing import Any
 import yaml
 
 from distilkit.data.sources import SourceConfig
-from distilkit.errors import DistilkitError
+from distilkit.errors import ConfigError
+from distilkit.presets import DEFAULT_PRESET, check_preset
 from distilkit.validation import SCIENTIFIC
 
-PRESETS = ("standard", "paper", "cpu", "smoke")
-DEFAULT_PRESET = "cpu"
 PIXEL_SPACES = ("raw", "normalized", "zca")
-
-
-def check_preset(name: object) -> str:
-    """``name`` if it is one of :data:`PRESETS`, else a one-line error."""
-    if name not in PRESETS:
-        raise DistilkitError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
-    return name
 
 
 @dataclass
@@ -53,11 +46,11 @@ class DistillConfig:
         """Range checks of the run's own values (the method's options are checked by its spec)."""
         check_preset(self.preset)
         if self.ipc < 1:
-            raise DistilkitError(f"--ipc must be at least 1, got {self.ipc}")
+            raise ConfigError(f"--ipc must be at least 1, got {self.ipc}")
         if self.pixel_space is not None and self.pixel_space not in PIXEL_SPACES:
-            raise DistilkitError(f"unknown pixel space {self.pixel_space!r}; choose from {', '.join(PIXEL_SPACES)}")
+            raise ConfigError(f"unknown pixel space {self.pixel_space!r}; choose from {', '.join(PIXEL_SPACES)}")
         if not (math.isfinite(self.zca_eps) and self.zca_eps > 0):
-            raise DistilkitError(f"zca_eps must be a positive number, got {self.zca_eps}")
+            raise ConfigError(f"zca_eps must be a positive number, got {self.zca_eps}")
         self.source.check()
         return self
 
@@ -70,8 +63,8 @@ def _merge_into(obj: Any, values: dict, where: str) -> Any:
     known = {f.name: f for f in fields(obj)}
     unknown = sorted(set(values) - set(known))
     if unknown:
-        raise DistilkitError(f"unknown key(s) in {where}: {', '.join(unknown)} "
-                             f"(known: {', '.join(known)})")
+        raise ConfigError(f"unknown key(s) in {where}: {', '.join(unknown)} "
+                          f"(known: {', '.join(known)})")
     updates = {}
     hints = typing.get_type_hints(type(obj))
     for key, value in values.items():
@@ -82,11 +75,11 @@ def _merge_into(obj: Any, values: dict, where: str) -> Any:
             value = _check_type(value, hints[key], f"{where}: {key}")
         if dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
-                raise DistilkitError(f"{where}.{key} must be a mapping")
+                raise ConfigError(f"{where}.{key} must be a mapping")
             value = _merge_into(current, value, f"{where}.{key}")
         elif key == "method_args":
             if not isinstance(value, dict):
-                raise DistilkitError(f"{where}.method_args must be a mapping")
+                raise ConfigError(f"{where}.method_args must be a mapping")
             value = {**current, **value}
         updates[key] = value
     return dataclasses.replace(obj, **updates)
@@ -108,7 +101,7 @@ def _check_type(value: Any, hint: Any, where: str) -> Any:
         ok = any(isinstance(value, t) for t in allowed if isinstance(t, type))
     if not ok:
         wanted = " or ".join(_TYPE_NAMES.get(t, getattr(t, "__name__", str(t))) for t in allowed)
-        raise DistilkitError(f"{where} must be {wanted}, got {value!r}")
+        raise ConfigError(f"{where} must be {wanted}, got {value!r}")
     return value
 
 
@@ -116,13 +109,13 @@ def load_yaml_file(path: str | Path) -> dict:
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError as err:
-        raise DistilkitError(f"config file {path} not found") from err
+        raise ConfigError(f"config file {path} not found") from err
     except yaml.YAMLError as err:
-        raise DistilkitError(f"config file {path} is not valid YAML: {str(err).splitlines()[0]}") from err
+        raise ConfigError(f"config file {path} is not valid YAML: {str(err).splitlines()[0]}") from err
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise DistilkitError(f"config file {path} must hold a mapping at the top level")
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
     return data
 
 
@@ -142,17 +135,17 @@ def parse_key_values(pairs: tuple[str, ...]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for pair in pairs:
         if "=" not in pair:
-            raise DistilkitError(f"--arg expects KEY=VALUE, got {pair!r}")
+            raise ConfigError(f"--arg expects KEY=VALUE, got {pair!r}")
         key, value = pair.split("=", 1)
         if not key.strip():
-            raise DistilkitError(f"--arg expects KEY=VALUE, got {pair!r} (no key)")
+            raise ConfigError(f"--arg expects KEY=VALUE, got {pair!r} (no key)")
         if not value.strip():
-            raise DistilkitError(f"--arg {key.strip()}= has no value (write {key.strip()}=null for none)")
+            raise ConfigError(f"--arg {key.strip()}= has no value (write {key.strip()}=null for none)")
         try:
             out[key.strip()] = yaml.safe_load(value)
         except yaml.YAMLError as err:
-            raise DistilkitError(f"--arg {pair!r}: the value is not valid YAML "
-                                 f"({str(err).splitlines()[0]})") from None
+            raise ConfigError(f"--arg {pair!r}: the value is not valid YAML "
+                              f"({str(err).splitlines()[0]})") from None
     return out
 
 
@@ -161,7 +154,7 @@ def parse_audit_overrides(pairs: tuple[str, ...]) -> dict[str, dict[str, Any]]:
     overrides: dict[str, dict[str, Any]] = {}
     for key, value in parse_key_values(pairs).items():
         if "." not in key:
-            raise DistilkitError(f"--arg expects AUDIT.KEY=VALUE, got {key!r}")
+            raise ConfigError(f"--arg expects AUDIT.KEY=VALUE, got {key!r}")
         audit, option = key.split(".", 1)
         overrides.setdefault(audit, {})[option] = value
     return overrides

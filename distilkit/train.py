@@ -17,8 +17,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from distilkit.data.dsa import DEFAULT_STRATEGY, DSA
-from distilkit.errors import DistilkitError
+from distilkit.errors import ConfigError
 from distilkit.models import create_model
+from distilkit.presets import check_preset, check_preset_keys
 from distilkit.seeding import generator as seed_generator
 from distilkit.seeding import seeded
 
@@ -59,16 +60,17 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
     "cpu": TrainConfig(model="convnet-w32", epochs=300, dsa=True),
     "smoke": TrainConfig(model="convnet-w8-d2", epochs=20, dsa=True),
 }
+check_preset_keys(TRAIN_PRESETS, "evaluation protocols")  # one protocol per preset (tests check all are there)
 
 
 LABEL_CHOICES = ("hard", "soft")
 
 
 def train_preset(name: str, **overrides) -> TrainConfig:
-    if name not in TRAIN_PRESETS:
-        raise DistilkitError(f"unknown preset {name!r}; choose from {', '.join(TRAIN_PRESETS)}")
+    """The evaluation protocol of preset ``name`` with the non-None ``overrides`` applied."""
+    check_preset(name)
     if overrides.get("labels") not in (None, *LABEL_CHOICES):
-        raise DistilkitError(f"labels must be one of {', '.join(LABEL_CHOICES)}, got {overrides['labels']!r}")
+        raise ConfigError(f"labels must be one of {', '.join(LABEL_CHOICES)}, got {overrides['labels']!r}")
     return dataclasses.replace(TRAIN_PRESETS[name], **{k: v for k, v in overrides.items() if v is not None})
 
 

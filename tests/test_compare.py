@@ -73,7 +73,7 @@ def test_compare_cli_errors(two_sets, tmp_path):
     bad = runner.invoke(cli, ["compare", str(dm), str(dm), "--arg", "pixels.bins=3"])
     assert bad.exit_code == 2 and "does not use: pixels" in bad.stderr
     bad = runner.invoke(cli, ["compare", str(dm), str(dm), "--preset", "huge"])
-    assert bad.exit_code == 2 and "unknown audit preset" in bad.stderr
+    assert bad.exit_code == 2 and "unknown preset 'huge'" in bad.stderr
 
 
 def test_early_recognition_records_the_distilled_loss(two_sets, accelerator, tmp_path):

@@ -2,7 +2,9 @@
 
 An audit is ``run(dset, real, cfg, ctx) -> AuditResult`` registered with ``@register_audit`` with
 its question (1, 2 or 3 of "What is Dataset Distillation Learning?"), a one-line summary and its
-defaults as data (base values plus per-preset overrides: smoke | cpu | paper).
+defaults as data: base values (the study's protocol) plus per-preset overrides, whose keys come from
+the one preset vocabulary (:mod:`distilkit.presets`, checked at registration); a preset without an
+entry (e.g. ``standard``, ``paper``) runs the base values.
 """
 
 from __future__ import annotations
@@ -12,14 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distilkit.errors import DistilkitError
+from distilkit.errors import ConfigError
+from distilkit.presets import PRESETS, check_preset, check_preset_keys
 from distilkit.validation import check_options
 
-AUDIT_PRESETS = ("smoke", "cpu", "paper")
 # How every audit trains on the distilled set, per preset (``distilkit audit --labels/--learned-lr``
 # override): the study's protocol — hard labels, the protocol's lr 0.01, never a learned lr.
 TRAINING_DEFAULTS: dict[str, dict[str, Any]] = {preset: {"labels": "hard", "learned_lr": False}
-                                                 for preset in AUDIT_PRESETS}
+                                                 for preset in PRESETS}
 
 
 @dataclass
@@ -93,12 +95,11 @@ class AuditSpec:
     distributed: bool = False  # run on every process (its result is used on the main one only)
 
     def resolve(self, preset: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-        if preset not in AUDIT_PRESETS:
-            raise DistilkitError(f"unknown audit preset {preset!r}; choose from {', '.join(AUDIT_PRESETS)}")
+        check_preset(preset)
         cfg = {**self.defaults, **self.presets.get(preset, {})}
         unknown = sorted(set(overrides or {}) - set(cfg))
         if unknown:
-            raise DistilkitError(f"unknown option(s) for audit {self.name!r}: {', '.join(unknown)}")
+            raise ConfigError(f"unknown option(s) for audit {self.name!r}: {', '.join(unknown)}")
         given = {k: v for k, v in (overrides or {}).items() if v is not None}
         cfg.update(check_options(given, [self.defaults, *self.presets.values()], f"audit {self.name!r}"))
         return cfg
@@ -112,7 +113,8 @@ def register_audit(name: str, *, question: int, summary: str, defaults: dict[str
     """Register an audit. ``distributed`` audits are called on every Accelerate process and share
     their work; the others are called on the main process only."""
     if question not in (1, 2, 3):
-        raise ValueError("question must be 1, 2 or 3")
+        raise ConfigError(f"audit {name!r}: question must be 1, 2 or 3, got {question!r}")
+    check_preset_keys(presets or {}, f"audit {name!r}")
 
     def decorate(fn: Callable[..., AuditResult]) -> Callable[..., AuditResult]:
         if name in _AUDITS:
@@ -125,7 +127,7 @@ def register_audit(name: str, *, question: int, summary: str, defaults: dict[str
 
 def get_audit(name: str) -> AuditSpec:
     if name not in _AUDITS:
-        raise DistilkitError(f"unknown audit {name!r}; available: {', '.join(list_audits())}")
+        raise ConfigError(f"unknown audit {name!r}; available: {', '.join(list_audits())}")
     return _AUDITS[name]
 
 

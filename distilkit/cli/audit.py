@@ -5,13 +5,15 @@ from __future__ import annotations
 import click
 
 from distilkit.cli import cli
+from distilkit.cli.options import preset_option
 
 
 @cli.command("audit")
 @click.argument("set_path", metavar="SET")
 @click.option("--source", help="Real data [the source recorded in the card].")
 @click.option("--only", help="Comma-separated audit names [all].")
-@click.option("--preset", default="cpu", show_default=True, help="smoke | cpu | paper.")
+@preset_option("How long the audits run: the study's protocols (standard, paper), sized for two CPU cores (cpu) "
+               "or for tests (smoke).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--arg", "args", multiple=True, metavar="AUDIT.KEY=VALUE",
               help="Audit option, e.g. --arg mixing.seeds=3 --arg 'recognition.panel=[convnet]'.")

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from distilkit.cli import cli
+from distilkit.cli.options import preset_option
 
 
 def _ints(value: str, flag: str) -> list[int]:
@@ -22,8 +23,8 @@ def _ints(value: str, flag: str) -> list[int]:
 @click.option("--methods", default="random,dm", show_default=True, help="Comma-separated method names.")
 @click.option("--ipc", "ipcs", default="1,10", show_default=True, help="Comma-separated images per class.")
 @click.option("--seeds", default="0", show_default=True, help="Comma-separated distillation seeds.")
-@click.option("--preset", default="cpu", show_default=True, help="Distillation preset: standard | paper | cpu | smoke.")
-@click.option("--eval-preset", help="Evaluation protocol [the distillation preset].")
+@preset_option("Distillation preset.")
+@preset_option("Evaluation protocol [the distillation preset].", flag="--eval-preset", default=None)
 @click.option("--runs", type=click.IntRange(1), default=5, show_default=True, help="Evaluation runs per set.")
 @click.option("--arg", "args", multiple=True, metavar="KEY=VALUE", help="Method option passed to every distill.")
 @click.option("--launcher", default=None, help="Command that runs distilkit per cell, e.g. "

@@ -5,12 +5,13 @@ from __future__ import annotations
 import click
 
 from distilkit.cli import cli
+from distilkit.cli.options import preset_option
 
 
 @cli.command("compare")
 @click.argument("sets", nargs=-1, required=True, metavar="SET [SET ...]")
 @click.option("--source", help="Real data [the source recorded in the first set's card].")
-@click.option("--preset", default="cpu", show_default=True, help="smoke | cpu | paper (the audits' preset).")
+@preset_option("The audits' preset.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", default="comparison", show_default=True, help="Folder for the figures, README.md and "
               "comparison.json.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from distilkit.cli import cli
+from distilkit.cli.options import preset_option
 
 
 @cli.command("distill")
@@ -20,7 +21,7 @@ from distilkit.cli import cli
               help="Drop classes without train images (and remap labels) instead of refusing the source.")
 @click.option("--method", help="Distillation method (see `distilkit methods`) [dm].")
 @click.option("--ipc", type=int, help="Images per class [10].")
-@click.option("--preset", help="standard | paper | cpu | smoke [cpu].")
+@preset_option("How big the run is [cpu].", default=None)
 @click.option("--seed", type=int, help="Random seed [0].")
 @click.option("--pixel-space", type=click.Choice(["raw", "normalized", "zca"]),
               help="[the method's for the dataset: zca for mtt on RGB data, else normalized].")

@@ -5,12 +5,13 @@ from __future__ import annotations
 import click
 
 from distilkit.cli import cli
+from distilkit.cli.options import preset_option
 
 
 @cli.command("evaluate")
 @click.argument("set_path", metavar="SET")
 @click.option("--runs", type=click.IntRange(1), default=5, show_default=True, help="Fresh models per architecture.")
-@click.option("--preset", default="cpu", show_default=True, help="Training protocol: standard | paper | cpu | smoke.")
+@preset_option("Training protocol.")
 @click.option("--models", help="Comma-separated architectures, e.g. convnet,timm/resnet18, or 'cross' (the preset's "
               "ConvNet, its batch-norm variant, timm/resnet18, vgg11, alexnet) [the preset's].")
 @click.option("--seed", type=int, default=0, show_default=True)

@@ -6,11 +6,12 @@ import click
 import yaml
 
 from distilkit.cli import cli
+from distilkit.cli.options import preset_option
 
 
 @cli.command("methods")
 @click.argument("name", required=False)
-@click.option("--preset", default="cpu", show_default=True, help="Show the defaults this preset resolves to.")
+@preset_option("Show the defaults this preset resolves to.")
 @click.option("--ipc", type=int, default=10, show_default=True, help="Show the defaults for this IPC.")
 @click.option("--family", "families", multiple=True, type=click.Choice(["rgb", "grayscale", "digits"]),
               help="Dataset family to resolve for (repeatable, e.g. --family grayscale --family digits) [none: the "

@@ -2,12 +2,14 @@
 
 A method is a function ``distill(real, ipc, cfg, ctx) -> MethodOutput`` plus its defaults as data:
 ``defaults`` (the faithful, ``standard`` values), per-dataset-family overrides, per-preset
-overrides and per-IPC overrides; a preset may carry its own per-IPC table under the key
-``per_ipc``. Resolution order: defaults < dataset family < preset < IPC < the preset's IPC table <
-the user's ``method_args``; unknown user keys are an error and ``None`` never overrides. User values
-are checked against the type and range the option's tables give it (:mod:`distilkit.validation`),
-model names against the model factory, and a method declared ``needs_embed`` refuses a model without
-``embed`` (a timm model) -- all before any data is loaded.
+overrides (keys from the one preset vocabulary, :mod:`distilkit.presets`, checked at registration;
+a preset without an entry uses the defaults) and per-IPC overrides; a preset may carry its own
+per-IPC table under the key ``per_ipc``. Resolution order: defaults < dataset family < preset <
+IPC < the preset's IPC table < the user's ``method_args``; unknown user keys are an error and
+``None`` never overrides. User values are checked against the type and range the option's tables
+give it (:mod:`distilkit.validation`), model names against the model factory, and a method
+declared ``needs_embed`` refuses a model without ``embed`` (a timm model) -- all before any data
+is loaded.
 
 Dataset families (:func:`dataset_families`): ``rgb`` or ``grayscale`` by channels, plus ``digits``
 for digit datasets (MNIST, SVHN, USPS). Every method with a ``dsa_strategy`` drops DSA's flip for
@@ -27,8 +29,9 @@ from typing import Any
 import torch
 
 from distilkit.data.dsa import DIGIT_STRATEGY, is_digit_dataset
-from distilkit.errors import DistilkitError
+from distilkit.errors import ConfigError
 from distilkit.models.factory import model_has_embed
+from distilkit.presets import check_preset, check_preset_keys
 from distilkit.validation import check_options
 
 FAMILIES = ("selection", "performance-matching", "distribution-matching", "parameter-matching")
@@ -120,11 +123,9 @@ class MethodSpec:
     def resolve(self, preset: str, ipc: int, user_args: dict[str, Any] | None = None,
                 families: tuple[str, ...] = ()) -> dict[str, Any]:
         """The method's options for (preset, IPC, dataset ``families``) with ``user_args`` applied and checked."""
-        from distilkit.config import check_preset
-
         check_preset(preset)
         if isinstance(ipc, bool) or not isinstance(ipc, int) or ipc < 1:
-            raise DistilkitError(f"--ipc must be an integer of at least 1, got {ipc!r}")
+            raise ConfigError(f"--ipc must be an integer of at least 1, got {ipc!r}")
         cfg = dict(self.defaults)
         for _, table in self.family_tables(families):
             cfg.update({k: v for k, v in table.items() if k != "pixel_space"})
@@ -138,12 +139,12 @@ class MethodSpec:
         user_args = {k: v for k, v in (user_args or {}).items() if v is not None}
         unknown = sorted(set(user_args) - set(cfg))
         if unknown:
-            raise DistilkitError(f"unknown option(s) for method {self.name!r}: {', '.join(unknown)} "
-                                 f"(known: {', '.join(sorted(cfg))})")
+            raise ConfigError(f"unknown option(s) for method {self.name!r}: {', '.join(unknown)} "
+                              f"(known: {', '.join(sorted(cfg))})")
         model = user_args.get("model", cfg.get("model"))
         if self.needs_embed and isinstance(model, str) and not model_has_embed(model):
-            raise DistilkitError(f"method {self.name!r} needs a ConvNet model (it uses the embedding, embed(), which "
-                                 f"{model!r} lacks); e.g. --arg model=convnet-w32")
+            raise ConfigError(f"method {self.name!r} needs a ConvNet model (it uses the embedding, embed(), which "
+                              f"{model!r} lacks); e.g. --arg model=convnet-w32")
         cfg.update(check_options(user_args, self.tables(), f"method {self.name!r}"))
         return cfg
 
@@ -164,10 +165,14 @@ def register_method(
     needs_embed: bool = False,
     per_family: dict[str, dict[str, Any]] | None = None,
 ) -> Callable[[Callable[..., MethodOutput]], Callable[..., MethodOutput]]:
+    """Register ``fn`` as method ``name`` with its option tables (see the module docstring). The tables are
+    checked here: the family, the dataset families and the preset keys must be known ones."""
     if family not in FAMILIES:
-        raise ValueError(f"unknown family {family!r}")
+        raise ConfigError(f"method {name!r}: unknown family {family!r}; choose from {', '.join(FAMILIES)}")
     if set(per_family or {}) - set(DATASET_FAMILIES):
-        raise ValueError(f"unknown dataset families {sorted(set(per_family or {}) - set(DATASET_FAMILIES))}")
+        raise ConfigError(f"method {name!r}: unknown dataset families "
+                          f"{sorted(set(per_family or {}) - set(DATASET_FAMILIES))}")
+    check_preset_keys(presets or {}, f"method {name!r}")
 
     def decorate(fn: Callable[..., MethodOutput]) -> Callable[..., MethodOutput]:
         if name in _REGISTRY:
@@ -181,7 +186,7 @@ def register_method(
 
 def get_method(name: str) -> MethodSpec:
     if name not in _REGISTRY:
-        raise DistilkitError(f"unknown method {name!r}; available: {', '.join(list_methods())}")
+        raise ConfigError(f"unknown method {name!r}; available: {', '.join(list_methods())}")
     return _REGISTRY[name]
 
 

@@ -6,13 +6,18 @@ pooling ``ap``/``mp``/``np``, in any order), ``alexnet``, ``vgg11``, ``vgg11-bn`
 :mod:`distilkit.models.classic`), or ``timm/<timm model name>``. timm ResNets get the
 CIFAR-style stem (3x3 stride-1 convolution, no max-pool) so that 28-64 px inputs keep enough
 spatial resolution.
+
+Every failure is a :class:`~distilkit.errors.ModelError`: a name that resolves to nothing
+(:class:`UnknownModelError`) and a model that cannot be built for the given images (too small for
+the network's depth, a timm model that refuses the channel count), with timm's or torch's own
+error kept as the cause.
 """
 
 from __future__ import annotations
 
 from torch import nn
 
-from distilkit.errors import DistilkitError
+from distilkit.errors import DistilkitError, ModelError
 from distilkit.models.classic import CLASSIC_MODELS
 from distilkit.models.convnet import ConvNet
 
@@ -20,7 +25,7 @@ _NORM_CODES = {"in": "instancenorm", "bn": "batchnorm", "ln": "layernorm", "gn":
 _POOL_CODES = {"ap": "avgpooling", "mp": "maxpooling", "np": "none"}
 
 
-class UnknownModelError(DistilkitError, ValueError):
+class UnknownModelError(ModelError):
     """Raised for a model name the factory cannot resolve (a user error: one line, exit status 2)."""
 
 
@@ -95,16 +100,30 @@ def _adapt_timm_stem(model: nn.Module, in_channels: int) -> None:
 
 
 def create_model(name: str, in_channels: int, num_classes: int, image_size: tuple[int, int]) -> nn.Module:
-    """Build a freshly initialised model by name (uses the global torch RNG for initialisation)."""
+    """Build a freshly initialised model by name (uses the global torch RNG for initialisation).
+    Raises :class:`ModelError` (never timm's or torch's own errors) when it cannot."""
     if name.startswith("timm/"):
         import timm
 
-        try:
-            model = timm.create_model(name[5:], pretrained=False, num_classes=num_classes, in_chans=in_channels)
-        except RuntimeError as err:  # timm raises RuntimeError for unknown names
-            raise UnknownModelError(f"unknown timm model {name[5:]!r}") from err
+        if not timm.is_model(name[5:]):
+            raise UnknownModelError(f"unknown timm model {name[5:]!r} (see timm.list_models())")
+    try:
+        return _build(name, in_channels, num_classes, tuple(image_size))
+    except DistilkitError:
+        raise
+    except (RuntimeError, ValueError, KeyError, TypeError, AssertionError) as err:  # timm's, torch's, ConvNet's
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelError(f"cannot build model {name!r} for {in_channels}x{image_size[0]}x{image_size[1]} images "
+                         f"and {num_classes} classes: {detail}") from err
+
+
+def _build(name: str, in_channels: int, num_classes: int, image_size: tuple[int, int]) -> nn.Module:
+    if name.startswith("timm/"):
+        import timm
+
+        model = timm.create_model(name[5:], pretrained=False, num_classes=num_classes, in_chans=in_channels)
         _adapt_timm_stem(model, in_channels)
         return model
     if name in CLASSIC_MODELS:
-        return CLASSIC_MODELS[name](in_channels, num_classes, tuple(image_size))
-    return ConvNet(in_channels, num_classes, tuple(image_size), **parse_convnet_name(name))
+        return CLASSIC_MODELS[name](in_channels, num_classes, image_size)
+    return ConvNet(in_channels, num_classes, image_size, **parse_convnet_name(name))
