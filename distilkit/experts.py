@@ -10,11 +10,11 @@ start and after every epoch. A set of experts lives in one folder::
 ``key`` hashes (the train split's content hash, the pixel space, the model, the training config
 except the number of experts), so asking for the same experts again (or fewer) finds them and
 nothing is retrained, and a different source or recipe never does; asking for more trains only the
-missing ones. The default root is ``<cache>/experts`` (:func:`distilkit.cache.cache_dir`). Experts are dealt across
-Accelerate processes (expert i on rank i mod world); each rank writes its own expert files
-atomically, and only the main process writes ``index.json``, after all ranks are done. A folder is
-complete when its index lists every expert; a partly trained folder (a killed run) is finished on
-the next call, reusing the experts that are already there.
+missing ones. The default root is ``<cache>/experts`` (:func:`distilkit.cache.cache_dir`).
+Experts are dealt across Accelerate processes (expert i on rank i mod world); each rank writes its
+own expert files atomically, and only the main process writes ``index.json``, after all ranks are
+done. A folder is complete when its index lists every expert; a partly trained folder (a killed
+run) is finished on the next call, reusing the experts that are already there.
 
 Sharing lives with the Hub code (:mod:`distilkit.hub.experts`): it uploads a folder as a Hub dataset
 repo (safetensors + JSON only) and fetches ``hf://<repo_id>[@revision]`` into a local folder before a

@@ -5,7 +5,7 @@ value given with ``--arg KEY=VALUE`` (or a YAML file) is checked here before any
 must be one the option takes somewhere in those tables (``iterations`` is an int, so ``abc`` and ``2.5``
 are refused; ``real_chunk`` is ``"auto"`` or a positive int), numbers must be finite, a number whose
 defaults are all non-negative may not be negative, counts that size a batch or a loop must be at least 1,
-and model names must name a model the factory can build. Everything fails with one :class:`DistilkitError` line.
+and model names must name a model the factory can build. Everything fails with one :class:`ConfigError` line.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from distilkit.errors import DistilkitError
+from distilkit.errors import ConfigError
 
 # Integer options that size a batch, a pool or a loop: zero would divide by zero or do nothing silently.
 AT_LEAST_ONE = frozenset({
@@ -77,17 +77,17 @@ def check_option(key: str, value: Any, examples: Iterable[Any], where: str) -> A
         value, kind = float(value), "float"
     if kind not in kinds:
         wanted = " or ".join(sorted(_NAMES.get(k, k) for k in kinds - {"none"}))
-        raise DistilkitError(f"{where}: {key} must be {wanted}, got {_describe(value)}")
+        raise ConfigError(f"{where}: {key} must be {wanted}, got {_describe(value)}")
     if kind in ("int", "float"):
         if not math.isfinite(value):
-            raise DistilkitError(f"{where}: {key} must be a finite number, got {value}")
+            raise ConfigError(f"{where}: {key} must be a finite number, got {value}")
         numbers = [e for e in examples if _kind(e) in ("int", "float")]
         if key in OPEN_UNIT and not 0.0 < value < 1.0:
-            raise DistilkitError(f"{where}: {key} must be between 0 and 1 (exclusive), got {value}")
+            raise ConfigError(f"{where}: {key} must be between 0 and 1 (exclusive), got {value}")
         if (key in AT_LEAST_ONE or "auto" in examples) and kind == "int" and value < 1:
-            raise DistilkitError(f"{where}: {key} must be >= 1, got {value}")
+            raise ConfigError(f"{where}: {key} must be >= 1, got {value}")
         if value < 0 and numbers and all(e >= 0 for e in numbers):
-            raise DistilkitError(f"{where}: {key} must not be negative, got {value}")
+            raise ConfigError(f"{where}: {key} must not be negative, got {value}")
     elif kind == "list":
         items = [item for e in examples if _kind(e) == "list" for item in e]
         value = [check_option(key, item, items, where) for item in value] if items else list(value)
@@ -96,8 +96,8 @@ def check_option(key: str, value: Any, examples: Iterable[Any], where: str) -> A
         known = {k for t in tables for k in t}
         unknown = sorted(set(value) - known)
         if unknown:
-            raise DistilkitError(f"{where}: unknown key(s) in {key}: {', '.join(map(str, unknown))} "
-                                 f"(known: {', '.join(sorted(known))})")
+            raise ConfigError(f"{where}: unknown key(s) in {key}: {', '.join(map(str, unknown))} "
+                              f"(known: {', '.join(sorted(known))})")
         value = {k: check_option(k, v, [t[k] for t in tables if k in t], f"{where}: {key}") for k, v in value.items()}
     if key in MODEL_KEYS:
         from distilkit.models.factory import validate_model_name
@@ -124,7 +124,7 @@ def env_number(name: str, default: float, kind: type = float, minimum: float = 0
     try:
         number = kind(value)
     except ValueError:
-        raise DistilkitError(f"{name}={value!r} is not a {'whole ' if kind is int else ''}number") from None
+        raise ConfigError(f"{name}={value!r} is not a {'whole ' if kind is int else ''}number") from None
     if not number >= minimum:
-        raise DistilkitError(f"{name}={value!r} must be at least {minimum:g}")
+        raise ConfigError(f"{name}={value!r} must be at least {minimum:g}")
     return number

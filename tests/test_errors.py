@@ -89,10 +89,24 @@ def test_hub_errors():
             raise OSError("disk")
 
 
-def test_a_model_that_cannot_be_built_is_one_line(tmp_path):
+def test_option_values_checked_late_are_config_errors():
+    from distilkit.audit.real_runs import parse_iterations
+    from distilkit.data.dsa import DSA
+
+    with pytest.raises(ConfigError, match="unknown DSA strategy 'foo'"):
+        DSA("foo")
+    with pytest.raises(ConfigError, match="expected 'start:stop\\[:step\\]', got 'abc'"):
+        parse_iterations("abc")
+
+
+@pytest.mark.parametrize("arg, needles", [
+    ("model=convnet-d9", ["cannot build model 'convnet-d9'", "too small for depth 9"]),
+    ("dsa_strategy=foo", ["unknown DSA strategy 'foo'"]),
+])
+def test_a_value_refused_during_the_run_is_one_line(arg, needles, tmp_path):
     result = CliRunner().invoke(cli, ["distill", "--preset", "smoke", "--ipc", "1", "--out", str(tmp_path / "o"),
-                                      "--arg", "model=convnet-d9"])
+                                      "--arg", arg])
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]  # beside progress bars
     assert result.exit_code == 2 and "Traceback" not in result.stderr and len(errors) == 1, result.stderr
-    assert "cannot build model 'convnet-d9'" in errors[0] and "too small for depth 9" in errors[0]
+    assert all(needle in errors[0] for needle in needles)
     assert not (tmp_path / "o").exists()

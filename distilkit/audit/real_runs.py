@@ -17,6 +17,7 @@ from distilkit.audit.common import share
 from distilkit.audit.real_models import RealModelCache, cached_tensors
 from distilkit.data.real import RealData
 from distilkit.distilled import DistilledSet
+from distilkit.errors import ConfigError
 from distilkit.models import create_model
 from distilkit.seeding import derive_seed, seeded
 from distilkit.seeding import generator as seed_generator
@@ -49,14 +50,17 @@ def parse_iterations(spec: str | list[int] | int) -> list[int]:
     if isinstance(spec, int):
         values = [spec]
     elif isinstance(spec, str):
-        parts = [int(p) for p in spec.split(":")]
+        try:
+            parts = [int(p) for p in spec.split(":")]
+        except ValueError:
+            parts = []
         if len(parts) not in (2, 3):
-            raise ValueError(f"iterations: expected 'start:stop[:step]', got {spec!r}")
+            raise ConfigError(f"iterations: expected 'start:stop[:step]', got {spec!r}")
         values = list(range(*parts))
     else:
         values = [int(v) for v in spec]
     if not values or min(values) < 0:
-        raise ValueError(f"iterations: need non-negative iterations, got {spec!r}")
+        raise ConfigError(f"iterations: need non-negative iterations, got {spec!r}")
     return sorted(set(values))
 
 

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from distilkit.errors import ConfigError
+
 DEFAULT_STRATEGY = "color_crop_cutout_flip_scale_rotate"
 DIGIT_STRATEGY = "color_crop_cutout_scale_rotate"  # DSA README: flip is not good for digit datasets
 
@@ -53,7 +55,7 @@ class DSA:
         names = [s for s in strategy.split("_") if s]
         unknown = [s for s in names if s not in GROUPS]
         if unknown or not names:
-            raise ValueError(f"unknown DSA strategy {strategy!r}; groups are {', '.join(GROUPS)}")
+            raise ConfigError(f"unknown DSA strategy {strategy!r}; groups are {', '.join(GROUPS)}")
         self.strategy = strategy
         self.ops = names
 
