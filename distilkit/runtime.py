@@ -9,6 +9,8 @@ from importlib.metadata import PackageNotFoundError, version
 
 import torch
 
+from distilkit.models.device_policy import has_accelerator
+
 
 def distilkit_version() -> str:
     try:
@@ -44,10 +46,10 @@ def make_accelerator():
     processes forms one multi-CPU group instead of N independent runs, and tune the allocator."""
     from accelerate import Accelerator
 
-    if not torch.cuda.is_available():
+    if not has_accelerator():
         os.environ.setdefault("ACCELERATE_USE_CPU", "1")
         tune_cpu_allocator()
-    return Accelerator(cpu=not torch.cuda.is_available())
+    return Accelerator(cpu=not has_accelerator())
 
 
 def describe_hardware(accelerator) -> str:

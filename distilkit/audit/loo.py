@@ -32,6 +32,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from distilkit.errors import DistilkitError
+from distilkit.models.device_policy import device_policy
 from distilkit.train import TrainConfig, train_model
 
 
@@ -113,9 +114,9 @@ def loo_test_losses(model: nn.Module, images: torch.Tensor, targets: torch.Tenso
     ``model`` holds the shared initialisation (left unchanged). ``models`` selects which of the
     N + 1 models to train (default all), e.g. one process's share. Full-batch training only.
     ``strategy``: "vectorised" (``model_chunk`` models per vmapped pass), "sequential" (one model
-    after another through the standard training loop) or "auto" — vectorised on GPUs, sequential
-    on the CPU, where vmap's batching of convolutions and group norm was measured several times
-    slower than the plain loop (examples/bench_influence.py). ``stacking``: "auto" runs ConvNets
+    after another through the standard training loop) or "auto" — the device policy's: sequential on
+    CPUs, where vmap's batching of convolutions and group norm is slower than the plain loop,
+    vectorised on accelerators. ``stacking``: "auto" runs ConvNets
     as one grouped network (:func:`stacked_convnet`), "vmap" forces ``torch.func.vmap``.
     """
     if cfg.batch_size is not None or cfg.dsa:
@@ -125,7 +126,7 @@ def loo_test_losses(model: nn.Module, images: torch.Tensor, targets: torch.Tenso
     _check_stateless(model)
     n = images.shape[0]
     models = list(range(n + 1)) if models is None else models
-    if strategy == "sequential" or (strategy == "auto" and torch.device(device).type == "cpu"):
+    if strategy == "sequential" or (strategy == "auto" and device_policy(device).loo_strategy == "sequential"):
         return _sequential_test_losses(model, images, targets, test_images, test_labels, cfg, lr, test_chunk, device,
                                        progress, models)
     lr = cfg.lr if lr is None else lr
