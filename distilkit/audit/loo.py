@@ -33,6 +33,7 @@ from torch.func import functional_call, grad, vmap
 
 from distilkit.errors import DistilkitError
 from distilkit.models.device_policy import device_policy
+from distilkit.models.fast_cpu import avg_pool2x2
 from distilkit.train import TrainConfig, train_model
 
 
@@ -75,8 +76,7 @@ def stacked_convnet(model: nn.Module, num_models: int):
         return None
     layers = list(model.features.named_children())
     for _, layer in layers:
-        if not isinstance(layer, (nn.Conv2d, nn.GroupNorm, nn.ReLU, nn.MaxPool2d, nn.Identity)) and \
-                type(layer).__name__ != "AvgPool2x2":
+        if not isinstance(layer, (nn.Conv2d, nn.GroupNorm, nn.ReLU, nn.AvgPool2d, nn.MaxPool2d, nn.Identity)):
             return None
     m = num_models
 
@@ -93,6 +93,8 @@ def stacked_convnet(model: nn.Module, num_models: int):
                                  params[f"features.{name}.bias"].reshape(-1), layer.eps)
             elif isinstance(layer, nn.ReLU):
                 h = F.relu(h)
+            elif isinstance(layer, nn.AvgPool2d):
+                h = avg_pool2x2(h)
             else:
                 h = layer(h)
         if shared:  # no convolution: every model sees the same features
