@@ -9,8 +9,6 @@ from importlib.metadata import PackageNotFoundError, version
 
 import torch
 
-from distilkit.models.device_policy import has_accelerator
-
 
 def distilkit_version() -> str:
     try:
@@ -42,9 +40,12 @@ def tune_cpu_allocator() -> bool:
 
 
 def make_accelerator():
-    """One Accelerator per process. Without a GPU, force CPU mode so that ``torchrun`` with several
-    processes forms one multi-CPU group instead of N independent runs, and tune the allocator."""
+    """One Accelerator per process. Without an accelerator (GPU, MPS, ...), force CPU mode so that
+    ``torchrun`` with several processes forms one multi-CPU group instead of N independent runs, and
+    tune the allocator."""
     from accelerate import Accelerator
+
+    from distilkit.models.device_policy import has_accelerator
 
     if not has_accelerator():
         os.environ.setdefault("ACCELERATE_USE_CPU", "1")
