@@ -118,8 +118,8 @@ def loo_test_losses(model: nn.Module, images: torch.Tensor, targets: torch.Tenso
     ``strategy``: "vectorised" (``model_chunk`` models per vmapped pass), "sequential" (one model
     after another through the standard training loop) or "auto" — the device policy's: sequential on
     CPUs, where vmap's batching of convolutions and group norm is slower than the plain loop,
-    vectorised on accelerators. ``stacking``: "auto" runs ConvNets
-    as one grouped network (:func:`stacked_convnet`), "vmap" forces ``torch.func.vmap``.
+    vectorised on accelerators. ``stacking``: "auto" runs ConvNets as one grouped network
+    (:func:`stacked_convnet`), "vmap" forces ``torch.func.vmap``.
     """
     if cfg.batch_size is not None or cfg.dsa:
         raise DistilkitError("exact leave-one-out is defined for full-batch training without augmentation")
