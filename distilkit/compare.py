@@ -89,7 +89,7 @@ def shared_curvature(sets: list[DistilledSet], real: RealData, cfg: dict, seed: 
         for s, (x, y) in enumerate(data):
             generator = torch.Generator().manual_seed(seed * 1_000_003 + 2 * t + s)
             estimate = hutchinson_trace(model, x, y, generator, cfg["max_probes"], cfg["tolerance"],
-                                        cfg["probe_batch"], cfg["chunk_size"], batched=device.type != "cpu")
+                                        cfg["probe_batch"], cfg["chunk_size"])
             traces[s].append(estimate.trace)
         bar.update()
     bar.close()

@@ -40,14 +40,17 @@ def tune_cpu_allocator() -> bool:
 
 
 def make_accelerator():
-    """One Accelerator per process. Without a GPU, force CPU mode so that ``torchrun`` with several
-    processes forms one multi-CPU group instead of N independent runs, and tune the allocator."""
+    """One Accelerator per process. Without an accelerator (GPU, MPS, ...), force CPU mode so that
+    ``torchrun`` with several processes forms one multi-CPU group instead of N independent runs, and
+    tune the allocator."""
     from accelerate import Accelerator
 
-    if not torch.cuda.is_available():
+    from distilkit.models.device_policy import has_accelerator
+
+    if not has_accelerator():
         os.environ.setdefault("ACCELERATE_USE_CPU", "1")
         tune_cpu_allocator()
-    return Accelerator(cpu=not torch.cuda.is_available())
+    return Accelerator(cpu=not has_accelerator())
 
 
 def describe_hardware(accelerator) -> str:

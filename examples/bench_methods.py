@@ -7,7 +7,7 @@ the run / iterations, setup included) and the peak resident memory of the proces
 profiling every method's iteration on a 2-core CPU: the allocator left at glibc's defaults
 (``DISTILKIT_TUNE_MALLOC=0``; every large activation buffer a fresh ``mmap`` that page-faults) and
 2x2 average pooling by PyTorch's NCHW ``avg_pool2d`` kernel instead of distilkit's pooling (strided sums, GEMM backward)
-(:class:`distilkit.models.convnet.AvgPool2x2`); the table gives both and the speed-up. (``mtt`` is
+(:func:`distilkit.models.fast_cpu.avg_pool2x2`); the table gives both and the speed-up. (``mtt`` is
 left out: its first run trains experts; examples/bench_mtt.py measures it.) Part 2 runs one
 BPTT outer step (unroll ``T`` inner steps, backpropagate the real loss) for several ``T``, without
 checkpointing and with ``checkpoint_segment = ceil(sqrt(T))``, and reports the peak memory growth
@@ -43,12 +43,12 @@ def peak_mb() -> float:
 def method_worker(args) -> dict:
     from distilkit.data.sources import SourceConfig, load_real
     from distilkit.methods import RunContext, get_method
-    from distilkit.models.convnet import AvgPool2x2
+    from distilkit.models import fast_cpu
     from distilkit.runtime import make_accelerator
 
     if args.before:
         os.environ["DISTILKIT_TUNE_MALLOC"] = "0"
-        AvgPool2x2.forward = lambda self, x: torch.nn.functional.avg_pool2d(x, 2)
+        fast_cpu.avg_pool2x2 = lambda x: torch.nn.functional.avg_pool2d(x, 2)
     acc = make_accelerator()
     real = load_real(SourceConfig(source=args.source))
     name, extra = VARIANTS[args.variant]

@@ -10,7 +10,7 @@ another random one; no experts are trained. The synthetic set is initialised fro
 Memory is measured two ways, each measurement in its own process so that its peak is its own:
 
 - ``saved_mb``: the peak of bytes autograd holds saved for backward
-  (:class:`distilkit.methods.mtt.SavedTensorMeter`), deterministic, which is the part of memory
+  (``SavedTensorMeter`` in tests/meters.py), deterministic, which is the part of memory
   that grows with ``syn_steps`` in unrolled mode;
 - ``peak_rss_growth_mb``: growth of the process's peak resident memory during the step on CPU, or
   ``torch.cuda.max_memory_allocated`` on a GPU.
@@ -36,9 +36,12 @@ def peak_rss_mb() -> float:
 
 
 def measure(args: argparse.Namespace) -> dict:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the meter is a test instrument
+    from meters import SavedTensorMeter
+
     from distilkit.data.dsa import DSA
     from distilkit.data.sources import SourceConfig, load_real
-    from distilkit.methods.mtt import SavedTensorMeter, draw_plan, trajectory_matching_step
+    from distilkit.methods.mtt import draw_plan, trajectory_matching_step
     from distilkit.methods.synthetic import initial_images
     from distilkit.models import create_model
     from distilkit.runtime import tune_cpu_allocator

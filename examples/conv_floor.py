@@ -21,7 +21,7 @@ def conv_shapes(net: nn.Module, image_shape: tuple[int, ...]) -> list[tuple[nn.C
     """Every Conv2d of ``net`` with the shape of one image's input to it, in call order.
 
     The probe runs with gradients on: without them distilkit's ConvNet folds its first convolution
-    into the norm (:func:`distilkit.models.convnet.folded_conv_instance_norm`) and the hook would
+    into the norm (:func:`distilkit.models.fast_cpu.folded_conv_instance_norm`) and the hook would
     never see that layer, although the layers' own computation, the yardstick's and every step that
     differentiates run it.
     """

@@ -21,9 +21,7 @@ class ReferenceConvNet(nn.Module):
 
     def __init__(self, net: nn.Module) -> None:
         super().__init__()
-        from distilkit.models.convnet import AvgPool2x2
-
-        self.features = nn.Sequential(*[nn.AvgPool2d(2) if isinstance(m, AvgPool2x2) else m for m in net.features])
+        self.features = net.features
         self.classifier = net.classifier
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:

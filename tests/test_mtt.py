@@ -9,6 +9,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 from hub_server import FakeHub
+from meters import SavedTensorMeter
 from test_hub import SECRET, _point_clients_at
 
 from distilkit import experts as experts_mod
@@ -152,7 +153,7 @@ def test_constant_memory_stays_flat_while_unrolled_grows():
             net, names, start, target, images, labels = _tiny_problem()
             lr = torch.tensor(0.05, dtype=torch.float64, requires_grad=True)
             plan = mtt_mod.draw_plan(9, 4, steps, None, torch.Generator().manual_seed(1))
-            meter = mtt_mod.SavedTensorMeter()
+            meter = SavedTensorMeter()
             with meter.track():
                 mtt_mod.trajectory_matching_step(net, names, start, target, images, labels, None, lr, plan, None,
                                                  memory)

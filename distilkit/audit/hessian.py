@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from distilkit.models.device_policy import device_policy
 from distilkit.train import soft_cross_entropy
 
 
@@ -27,16 +28,19 @@ def num_parameters(model: nn.Module) -> int:
 
 
 def hessian_vector_products(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, vectors: torch.Tensor,
-                            chunk_size: int = 512, batched: bool = True) -> torch.Tensor:
+                            chunk_size: int = 512, batched: bool | None = None) -> torch.Tensor:
     """``H @ v`` for each row ``v`` of ``vectors`` [P, D] (D = number of trainable parameters, in
     ``model.parameters()`` order); H is the Hessian of the mean loss over all of ``images``.
 
     ``batched`` pushes all P vectors through one double-backward per chunk (vmap); otherwise one
-    double-backward per vector, reusing the chunk's graph.
+    double-backward per vector, reusing the chunk's graph. None: the model's device policy decides
+    (the loop on CPUs, vmap on accelerators).
     """
     params = trainable_parameters(model)
     n, p = images.shape[0], vectors.shape[0]
     device = params[0].device
+    if batched is None:
+        batched = device_policy(device).batched_hvp
     vectors = vectors.to(device)
     shaped = [chunk.reshape(p, *param.shape) for chunk, param in
               zip(vectors.split([q.numel() for q in params], dim=1), params, strict=True)]
@@ -74,7 +78,7 @@ class TraceEstimate:
 
 def hutchinson_trace(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, generator: torch.Generator,
                      max_probes: int = 100, tol: float = 1e-3, probe_batch: int = 10, chunk_size: int = 512,
-                     batched: bool = True) -> TraceEstimate:
+                     batched: bool | None = None) -> TraceEstimate:
     """tr(H) by Hutchinson's estimator with Rademacher probes and PyHessian's stopping rule.
 
     Probes are drawn one after another from ``generator``; after each one the running mean is

@@ -32,6 +32,8 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from distilkit.errors import DistilkitError
+from distilkit.models.device_policy import device_policy
+from distilkit.models.fast_cpu import avg_pool2x2
 from distilkit.train import TrainConfig, train_model
 
 
@@ -74,8 +76,7 @@ def stacked_convnet(model: nn.Module, num_models: int):
         return None
     layers = list(model.features.named_children())
     for _, layer in layers:
-        if not isinstance(layer, (nn.Conv2d, nn.GroupNorm, nn.ReLU, nn.MaxPool2d, nn.Identity)) and \
-                type(layer).__name__ != "AvgPool2x2":
+        if not isinstance(layer, (nn.Conv2d, nn.GroupNorm, nn.ReLU, nn.AvgPool2d, nn.MaxPool2d, nn.Identity)):
             return None
     m = num_models
 
@@ -92,6 +93,8 @@ def stacked_convnet(model: nn.Module, num_models: int):
                                  params[f"features.{name}.bias"].reshape(-1), layer.eps)
             elif isinstance(layer, nn.ReLU):
                 h = F.relu(h)
+            elif isinstance(layer, nn.AvgPool2d):
+                h = avg_pool2x2(h)
             else:
                 h = layer(h)
         if shared:  # no convolution: every model sees the same features
@@ -113,10 +116,10 @@ def loo_test_losses(model: nn.Module, images: torch.Tensor, targets: torch.Tenso
     ``model`` holds the shared initialisation (left unchanged). ``models`` selects which of the
     N + 1 models to train (default all), e.g. one process's share. Full-batch training only.
     ``strategy``: "vectorised" (``model_chunk`` models per vmapped pass), "sequential" (one model
-    after another through the standard training loop) or "auto" — vectorised on GPUs, sequential
-    on the CPU, where vmap's batching of convolutions and group norm was measured several times
-    slower than the plain loop (examples/bench_influence.py). ``stacking``: "auto" runs ConvNets
-    as one grouped network (:func:`stacked_convnet`), "vmap" forces ``torch.func.vmap``.
+    after another through the standard training loop) or "auto" — the device policy's: sequential on
+    CPUs, where vmap's batching of convolutions and group norm is slower than the plain loop,
+    vectorised on accelerators. ``stacking``: "auto" runs ConvNets as one grouped network
+    (:func:`stacked_convnet`), "vmap" forces ``torch.func.vmap``.
     """
     if cfg.batch_size is not None or cfg.dsa:
         raise DistilkitError("exact leave-one-out is defined for full-batch training without augmentation")
@@ -125,7 +128,7 @@ def loo_test_losses(model: nn.Module, images: torch.Tensor, targets: torch.Tenso
     _check_stateless(model)
     n = images.shape[0]
     models = list(range(n + 1)) if models is None else models
-    if strategy == "sequential" or (strategy == "auto" and torch.device(device).type == "cpu"):
+    if strategy == "sequential" or (strategy == "auto" and device_policy(device).loo_strategy == "sequential"):
         return _sequential_test_losses(model, images, targets, test_images, test_labels, cfg, lr, test_chunk, device,
                                        progress, models)
     lr = cfg.lr if lr is None else lr

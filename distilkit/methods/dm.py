@@ -19,6 +19,7 @@ from distilkit.data.real import RealData
 from distilkit.methods.registry import MethodOutput, RunContext, register_method
 from distilkit.methods.synthetic import initial_images
 from distilkit.models import create_model
+from distilkit.models.device_policy import device_policy
 
 CPU_REAL_CHUNK, CPU_SYN_CHUNK = 32, 64
 
@@ -99,7 +100,7 @@ def has_batch_statistics(net: torch.nn.Module) -> bool:
 
 def _chunk_size(setting: int | str, device: torch.device, cpu_default: int, total: int) -> int:
     if setting == "auto":
-        setting = 0 if device.type == "cuda" else cpu_default
+        setting = cpu_default if device_policy(device).chunk_batches else 0
     return int(setting) if int(setting) > 0 else total
 
 

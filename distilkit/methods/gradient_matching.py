@@ -36,6 +36,7 @@ from distilkit.errors import DistilkitError
 from distilkit.methods.learnable import seeded_model
 from distilkit.methods.registry import MethodOutput, RunContext, register_method
 from distilkit.methods.synthetic import initial_images
+from distilkit.models.device_policy import device_policy
 
 STRATEGIES = ("auto", "vmap", "loop")
 COSINE_EPS = 1e-6  # DC's distance_wb adds 1e-6 to the product of the norms
@@ -162,15 +163,9 @@ def distill_gradient_matching(real: RealData, ipc: int, cfg: dict, ctx: RunConte
 
 
 def resolve_strategy(setting: str, device: torch.device) -> str:
-    """``auto`` -> ``vmap`` on GPUs, ``loop`` on CPUs.
-
-    Measured by examples/bench_gradient_matching.py (full FMNIST, ConvNet-3 w128, batch_real 256, one
-    matching step, IPC 1/10/50): on one CPU thread the loop took 14-19 s and vmap 22-39 s, vmap
-    holding all classes' activations at once (peak RSS ~11.8 GB vs 1.2-3 GB); on an H100 vmap took
-    0.06-0.10 s and the loop 0.14-0.21 s.
-    """
+    """``auto`` -> the device policy's strategy: ``loop`` on CPUs, ``vmap`` on accelerators."""
     if setting == "auto":
-        return "vmap" if device.type == "cuda" else "loop"
+        return device_policy(device).gradient_strategy
     return setting
 
 
