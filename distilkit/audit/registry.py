@@ -7,6 +7,7 @@ defaults as data (base values plus per-preset overrides: smoke | cpu | paper).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,8 +116,9 @@ def register_audit(name: str, *, question: int, summary: str, defaults: dict[str
         raise ValueError("question must be 1, 2 or 3")
 
     def decorate(fn: Callable[..., AuditResult]) -> Callable[..., AuditResult]:
-        if name in _AUDITS:
-            raise ValueError(f"audit {name!r} registered twice")
+        if name in _AUDITS:  # a re-run notebook cell or a reloaded module: the new definition wins (timm)
+            warnings.warn(f"audit {name!r} is already registered; replacing it with {fn.__module__}.{fn.__qualname__}",
+                          stacklevel=2)
         _AUDITS[name] = AuditSpec(name, question, summary, fn, defaults, presets or {}, distributed)
         return fn
 
