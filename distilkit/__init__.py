@@ -15,8 +15,6 @@ Folder-based counterparts, as the commands use them: ``evaluate_folder(folder)``
 
 from __future__ import annotations
 
-import sys
-import types
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +36,7 @@ if TYPE_CHECKING:
 
 _EXPORTS = {
     "distill": "distilkit.api",
-    "audit": "distilkit.api",
+    "audit": "distilkit.audit",  # the subpackage, which called is distilkit.api.audit (see distilkit/audit)
     "publish": "distilkit.api",
     "load_set": "distilkit.api",
     "AuditReport": "distilkit.audit.report",
@@ -87,26 +85,10 @@ __all__ = [
 ]
 
 
-# Names of the API that are also names of subpackages: Python binds every imported subpackage as an attribute
-# of its parent, which would turn ``from distilkit import audit`` into the package once ``distilkit.audit`` has
-# been imported (a notebook cell run twice). The package stays importable by its dotted name
-# (``from distilkit.audit import list_audits``); the attribute stays the function.
-_API_OVER_SUBPACKAGE = frozenset({"audit"})
-
-
-class _DistilkitModule(types.ModuleType):
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in _API_OVER_SUBPACKAGE and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _DistilkitModule
-
-
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
-        return getattr(import_module(_EXPORTS[name]), name)
+        module = import_module(_EXPORTS[name])
+        return module if module.__name__ == f"{__name__}.{name}" else getattr(module, name)
     raise AttributeError(f"module 'distilkit' has no attribute {name!r}")
 
 

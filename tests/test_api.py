@@ -217,21 +217,24 @@ def test_the_cli_entry_makes_the_process_settings(monkeypatch):
     assert calls == [True]
 
 
-def test_public_names_resolve_and_audit_stays_the_function():
+def test_public_names_resolve_and_audit_is_callable_as_the_api():
+    """Every exported name resolves; ``distilkit.audit`` is both the subpackage (dotted names, monkeypatch
+    paths) and, called, the API function, before and after its modules are imported."""
     import importlib
 
     import distilkit
 
     for name in distilkit.__all__:
         assert getattr(distilkit, name) is not None, name
-    importlib.import_module("distilkit.audit.report")  # binds nothing over the function
     from distilkit import audit
-    from distilkit.api import audit as api_audit
 
-    assert audit is api_audit and distilkit.audit is api_audit
-    from distilkit.audit import list_audits  # the subpackage still imports by its dotted name
+    importlib.import_module("distilkit.audit.report")
+    from distilkit import audit as again
 
-    assert "pixels" in list_audits()
+    assert again is audit is sys.modules["distilkit.audit"] and callable(audit)
+    assert audit.list_audits() == distilkit.list_audits() and audit.report.AuditReport is distilkit.AuditReport
+    with pytest.raises(DistilkitError, match="unknown audit"):  # the call reaches distilkit.api.audit
+        audit("no-such-folder", only=["nope"])
 
 
 def test_registering_a_method_or_an_audit_twice_replaces_it_with_a_warning():

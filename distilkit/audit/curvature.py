@@ -73,7 +73,7 @@ def audit_curvature(dset: DistilledSet, real: RealData, cfg: dict, ctx: AuditCon
         for name, (x, y) in sets.items():
             generator = seed_generator("curvature-probes", ctx.seed, t, name)
             # probes share each chunk's graph; the vmapped double backward only pays off on GPUs
-            # (examples/bench_curvature.py: on two CPU cores a loop over the shared graph is 17 % faster)
+            # (benchmarks/bench_curvature.py: on two CPU cores a loop over the shared graph is 17 % faster)
             estimate = hutchinson_trace(model, x, y, generator, cfg["max_probes"], cfg["tolerance"],
                                         cfg["probe_batch"], cfg["chunk_size"], batched=ctx.device.type != "cpu")
             trace[name].append(estimate.trace)

@@ -115,7 +115,7 @@ def loo_test_losses(model: nn.Module, images: torch.Tensor, targets: torch.Tenso
     ``strategy``: "vectorised" (``model_chunk`` models per vmapped pass), "sequential" (one model
     after another through the standard training loop) or "auto" — vectorised on GPUs, sequential
     on the CPU, where vmap's batching of convolutions and group norm was measured several times
-    slower than the plain loop (examples/bench_influence.py). ``stacking``: "auto" runs ConvNets
+    slower than the plain loop (benchmarks/bench_influence.py). ``stacking``: "auto" runs ConvNets
     as one grouped network (:func:`stacked_convnet`), "vmap" forces ``torch.func.vmap``.
     """
     if cfg.batch_size is not None or cfg.dsa:

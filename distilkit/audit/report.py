@@ -199,14 +199,17 @@ class AuditReport:
         """Merge into the set folder ``folder``: the audits' files, ``audit/report.json`` (audits of the
         same name replaced, the others kept) and the card's ``distilkit.audits`` and audit section. Holds the
         set's lock while it merges (waiting ``wait`` s, default ``DISTILKIT_LOCK_TIMEOUT``). Returns ``folder``."""
-        folder = Path(folder)
+        self._merge_into(Path(folder), wait)
+        return Path(folder)
+
+    def _merge_into(self, folder: Path, wait: float | None) -> dict:
+        """:meth:`save`, returning the merged report."""
         if not is_distilkit_set(folder):
             raise DistilkitError(f"{folder} is not a distilkit set folder; save the set there first")
         check_output_folder(folder / "audit", "SET")
         check_output_folder(lock_path(folder).parent, "the folder holding SET")
         with FolderLock(folder, "audit", wait=lock_timeout() if wait is None else wait):
-            _merge_and_write(folder, self)
-        return folder
+            return _merge_and_write(folder, self)
 
 
 def audit_real(dset: DistilledSet, source: str | RealData | Any = None, accelerator=None) -> RealData:
@@ -268,15 +271,16 @@ def run_audits(folder: str | Path, only: list[str] | None = None, preset: str = 
         check_output_folder(lock_path(folder).parent, "the folder holding SET")
     wait = lock_timeout()
     report = run_planned(plan, dset, audit_real(dset, source, accelerator), accelerator, cache)
+    merged: dict = {}
     if accelerator.is_main_process:
         # Another audit of this set may have finished while these ran: the save merges into what is on disk now.
-        report.save(folder, wait=wait)
+        merged = report._merge_into(folder, wait)
     accelerator.wait_for_everyone()
-    return load_report(folder)
+    return merged if accelerator.is_main_process else load_report(folder)
 
 
-def _merge_and_write(folder: Path, new: AuditReport) -> None:
-    """Merge ``new`` into the set's files, report and card as they are on disk now."""
+def _merge_and_write(folder: Path, new: AuditReport) -> dict:
+    """Merge ``new`` into the set's files, report and card as they are on disk now; returns the report."""
     for rel, data in new.files.items():
         path = folder / rel
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -295,6 +299,7 @@ def _merge_and_write(folder: Path, new: AuditReport) -> None:
     card.data["distilkit"] = meta
     card.text = replace_section(card.text, "audit", audit_markdown(report))
     write_text_atomic(folder / "README.md", str(card))
+    return report
 
 
 def _write_bytes_atomic(path: Path, data: bytes) -> None:
