@@ -214,10 +214,8 @@ def comparison_markdown(comparison: dict) -> str:
 
 
 def _save(fig, out: Path, name: str) -> str:
-    plt = pyplot()
     tmp = out / f".{name}.tmp.png"
     fig.savefig(tmp, dpi=90, bbox_inches="tight")
-    plt.close(fig)
     tmp.replace(out / name)
     return name
 

@@ -192,6 +192,22 @@ class DistilledSet:
                    provenance=meta.get("provenance") or {}, evaluation=list(meta.get("evaluation") or []),
                    card_extra={k: v for k, v in meta.items() if k not in known}, history=history)
 
+    def evaluate(self, runs: int = 5, preset: str = "cpu", **options) -> list[dict]:
+        """Train ``runs`` fresh models on this set and test them on the real test split; the results are
+        returned and recorded in :attr:`evaluation` (the card's, once saved). ``options``: those of
+        :func:`distilkit.api.evaluate` (``models``, ``seed``, ``source``, ``labels``, ...)."""
+        from distilkit.api import evaluate
+
+        return evaluate(self, runs=runs, preset=preset, **options)
+
+    def push_to_hub(self, repo_id: str, **options):
+        """Publish this set to the Hub dataset repo ``repo_id`` (data, card, artifacts) and return what was
+        pushed. ``options``: those of :func:`distilkit.api.publish` (``config_name``, ``private``, ``token``,
+        ``revision``)."""
+        from distilkit.api import publish
+
+        return publish(self, repo_id, **options)
+
 
 def check_finite(images: torch.Tensor, soft_labels: torch.Tensor | None, learned_lr, where: str) -> None:
     """Refuse NaN or infinite pixels, soft labels or learned lr (a diverged run or a damaged file): such a

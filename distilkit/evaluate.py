@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import statistics
 from pathlib import Path
+from typing import Any
 
 from tqdm.auto import tqdm
 
 from distilkit.data.dsa import DEFAULT_STRATEGY, DIGIT_STRATEGY, is_digit_dataset
-from distilkit.data.sources import SourceConfig, load_real
+from distilkit.data.real import RealData
+from distilkit.data.sources import MEMORY_PREFIX, SourceConfig, load_real
 from distilkit.distilled import DistilledSet
 from distilkit.errors import DistilkitError
 from distilkit.models import validate_model_name
@@ -31,7 +34,29 @@ def source_config_of(dset: DistilledSet, override: str | None = None) -> SourceC
     elif str(cfg.source).startswith("local:"):  # a published card names a local source without its path
         raise DistilkitError(f"the set was distilled from a local dataset ({cfg.source}) that is not on the Hub; "
                              "pass --source with its folder")
+    elif str(cfg.source).startswith(MEMORY_PREFIX):
+        raise DistilkitError(f"the set was distilled from a dataset held in memory ({cfg.source}); pass --source "
+                             "(in Python: source=, which also takes the Dataset, DatasetDict or RealData)")
     return cfg
+
+
+def real_for_set(dset: DistilledSet, source: str | RealData | Any = None, accelerator=None,
+                 fallback_seed: int = 0) -> RealData:
+    """The real data ``dset`` was distilled from, for testing and auditing it: ``source`` (a source string, a
+    :class:`RealData`, or a datasets Dataset/DatasetDict read with the options the set records), else the
+    source its card records. Loaded in the raw pixel space (a RealData is used as given) with the set's seed,
+    which fixes a carved test split (``fallback_seed`` when the set records none)."""
+    if isinstance(source, RealData):
+        return source
+    seed = int((dset.provenance or {}).get("seed", fallback_seed))
+    if source is None or isinstance(source, str):
+        cfg, dataset = source_config_of(dset, source), None
+    else:
+        recorded = (dset.config or {}).get("source") or {"source": f"{MEMORY_PREFIX}dataset"}
+        known = {f.name for f in dataclasses.fields(SourceConfig)}
+        cfg, dataset = SourceConfig(**{k: v for k, v in recorded.items() if k in known}), source
+    with accelerator.main_process_first() if accelerator is not None else contextlib.nullcontext():
+        return load_real(cfg, pixel_space="raw", seed=seed, dataset=dataset)
 
 
 def evaluate_set(
@@ -40,7 +65,7 @@ def evaluate_set(
     preset: str = "cpu",
     models: list[str] | None = None,
     seed: int = 0,
-    source: str | None = None,
+    source: str | RealData | Any = None,
     accelerator=None,
     protocol: TrainConfig | None = None,
     scores: bool = False,
@@ -53,7 +78,7 @@ def evaluate_set(
     cross-architecture pool). ``scores``: also the fair scores IOR, HLR, LRS, ARS
     (:mod:`distilkit.scores`), with the full-real models from ``cache`` (a RealModelCache).
     ``labels`` ("hard" | "soft") and ``learned_lr`` override the protocol's (None: the preset's;
-    ``paper``: hard labels, lr 0.01)."""
+    ``paper``: hard labels, lr 0.01). ``source``: see :func:`real_for_set`."""
     from accelerate.utils import gather_object
 
     from distilkit.models.classic import expand_models
@@ -68,9 +93,7 @@ def evaluate_set(
     protocol = dataclasses.replace(protocol, **{k: v for k, v in (("labels", labels), ("use_learned_lr", learned_lr))
                                                 if v is not None})
     accelerator = accelerator or make_accelerator()
-    with accelerator.main_process_first():
-        real = load_real(source_config_of(dset, source), pixel_space="raw", seed=int(
-            (dset.provenance or {}).get("seed", seed)))
+    real = real_for_set(dset, source, accelerator, fallback_seed=seed)
     if real.class_names != dset.class_names:
         raise DistilkitError("the source's classes do not match the set's classes")
     if tuple(real.image_shape) != tuple(dset.images.shape[1:]):

@@ -1,4 +1,9 @@
-"""Process-level runtime: the Accelerator, hardware description, version."""
+"""Process-level runtime: the Accelerator, hardware description, version, and the process settings.
+
+Library calls never change process-wide state (environment variables, the allocator, the Hub client):
+:func:`configure_process` does that once, and only the ``distilkit`` command's entry point and the
+benchmark scripts call it. A notebook that imports distilkit keeps its environment as it was.
+"""
 
 from __future__ import annotations
 
@@ -23,10 +28,8 @@ def tune_cpu_allocator() -> bool:
     CPU convolutions allocate tens of MB per layer and call; with glibc's defaults every such buffer
     is a fresh ``mmap`` whose pages fault in on first touch, which costs more than the arithmetic on
     small VMs. Raising the mmap threshold to 32 MB (the ceiling of glibc's own dynamic threshold) and
-    the trim threshold to 1 GB lets buffers be reused (measured in examples/bench_dm.py). glibc 2.36
-    accepts higher thresholds too, but with the ConvNet's CPU chunks nothing gains from them: a
-    DC matching step (ConvNet-3 w128, batch_real 256) had the same page faults and times within noise
-    at 1 GB. Opt out with DISTILKIT_TUNE_MALLOC=0.
+    the trim threshold to 1 GB lets buffers be reused (measurements: README, "Benchmarks").
+    Process-wide: called by :func:`configure_process` only. Opt out with DISTILKIT_TUNE_MALLOC=0.
     Returns whether the setting was applied.
     """
     if os.environ.get("DISTILKIT_TUNE_MALLOC", "1") == "0" or platform.system() != "Linux":
@@ -39,17 +42,33 @@ def tune_cpu_allocator() -> bool:
         return False
 
 
-def make_accelerator():
-    """One Accelerator per process. Without an accelerator (GPU, MPS, ...), force CPU mode so that
-    ``torchrun`` with several processes forms one multi-CPU group instead of N independent runs, and
-    tune the allocator."""
-    from accelerate import Accelerator
+def configure_process() -> None:
+    """The process-wide settings of a distilkit process, made once at its entry point (the CLI, a
+    benchmark script), never by a library call:
 
+    - without an accelerator (GPU, MPS, ...), ``ACCELERATE_USE_CPU=1`` (unless set), so that every
+      ``PartialState`` of the process, including those accelerate creates itself, agrees with
+      :func:`make_accelerator`'s CPU mode, and ``torchrun`` with several processes forms one
+      multi-CPU group instead of N runs;
+    - glibc's allocator thresholds on CPU (:func:`tune_cpu_allocator`);
+    - a timeout on every Hub request (:func:`distilkit.hub.repo.configure_hub_http`).
+    """
+    from distilkit.hub.repo import configure_hub_http
     from distilkit.models.device_policy import has_accelerator
 
     if not has_accelerator():
         os.environ.setdefault("ACCELERATE_USE_CPU", "1")
         tune_cpu_allocator()
+    configure_hub_http()
+
+
+def make_accelerator():
+    """One Accelerator per process; without an accelerator in CPU mode (a ``torchrun`` group of several
+    processes is then one multi-CPU group). Changes no process setting (see :func:`configure_process`)."""
+    from accelerate import Accelerator
+
+    from distilkit.models.device_policy import has_accelerator
+
     return Accelerator(cpu=not has_accelerator())
 
 

@@ -43,20 +43,17 @@ def to_original_pixels(images: torch.Tensor, space: PixelSpace) -> torch.Tensor:
 
 
 def pyplot():
-    import matplotlib
+    """The figure calls the audits make (``subplots``, ``get_cmap``), shaped like pyplot's but drawn with
+    matplotlib's object API (:mod:`distilkit.plots`): no backend switch, no global figure list."""
+    from distilkit import plots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return plots
 
 
 def save_figure(fig, out_dir: Path, name: str) -> str:
     """Save under a temporary name and rename (atomic); return the path relative to the set folder."""
-    plt = pyplot()
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = out_dir / f".{name}.tmp.png"
     fig.savefig(tmp, dpi=90, bbox_inches="tight")
-    plt.close(fig)
     tmp.replace(out_dir / name)
     return f"{out_dir.name}/{name}"

@@ -9,6 +9,7 @@ entry (e.g. ``standard``, ``paper``) runs the base values.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,8 +118,9 @@ def register_audit(name: str, *, question: int, summary: str, defaults: dict[str
     check_preset_keys(presets or {}, f"audit {name!r}")
 
     def decorate(fn: Callable[..., AuditResult]) -> Callable[..., AuditResult]:
-        if name in _AUDITS:
-            raise ValueError(f"audit {name!r} registered twice")
+        if name in _AUDITS:  # a re-run notebook cell or a reloaded module: the new definition wins (timm)
+            warnings.warn(f"audit {name!r} is already registered; replacing it with {fn.__module__}.{fn.__qualname__}",
+                          stacklevel=2)
         _AUDITS[name] = AuditSpec(name, question, summary, fn, defaults, presets or {}, distributed)
         return fn
 

@@ -1,4 +1,9 @@
-"""Run audits on a distilled set and write the report: ``audit/report.json``, figures, and the card.
+"""Run audits on a distilled set: an in-memory :class:`AuditReport`, saved as ``audit/report.json``,
+figures, and the card.
+
+Three steps: :func:`plan_audits` (names, options and presets checked before any work),
+:func:`run_planned` (run them on a set and its real data; figures and artifacts are kept in memory)
+and :meth:`AuditReport.save` (merge into a set folder). :func:`run_audits` is the three on a folder.
 
 ``audit/report.json`` = {"distilkit_version", "created", "set", "source", "audits": {NAME: {"question",
 "preset", "seed", "config", "summary", "verdict", "tests", "series", "tables", "figures", "artifacts",
@@ -11,20 +16,25 @@ Re-running replaces only the audits it re-ran, keeps the others, and writes ever
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
+import os
+import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from distilkit import jsonio
 from distilkit.audit.real_models import RealModelCache
-from distilkit.audit.registry import TRAINING_DEFAULTS, AuditContext, Table, get_audit, list_audits
+from distilkit.audit.registry import TRAINING_DEFAULTS, AuditContext, AuditSpec, Table, get_audit, list_audits
 from distilkit.card import read_card, replace_section, write_text_atomic
-from distilkit.data.sources import load_real
+from distilkit.data.real import RealData
 from distilkit.distilled import DistilledSet
 from distilkit.errors import DistilkitError
-from distilkit.evaluate import source_config_of
-from distilkit.outputs import FolderLock, check_output_folder, lock_path, lock_timeout
+from distilkit.evaluate import real_for_set
+from distilkit.outputs import FolderLock, check_output_folder, is_distilkit_set, lock_path, lock_timeout
 from distilkit.presets import check_preset
 from distilkit.runtime import distilkit_version, make_accelerator
 
@@ -104,74 +114,176 @@ def _card_tests(tests: list[dict] | None) -> dict:
     return {"tests": [{k: t[k] for k in keep if t.get(k) is not None} for t in tests]}
 
 
-def run_audits(folder: str | Path, only: list[str] | None = None, preset: str = "cpu", seed: int = 0,
-               source: str | None = None, accelerator=None, cache: RealModelCache | None = None,
-               overrides: dict[str, dict] | None = None, labels: str | None = None,
-               learned_lr: bool | None = None) -> dict:
-    """Run the named audits (default: all) on the set in ``folder``; return the merged report.
-    ``overrides`` maps an audit name to options that replace its preset defaults. ``labels``
-    ("hard" | "soft") and ``learned_lr`` say how every audit trains on the distilled set (None: the
-    preset's, :data:`~distilkit.audit.registry.TRAINING_DEFAULTS`)."""
-    folder = Path(folder)
+@dataclass
+class AuditPlan:
+    """Which audits to run, in order, with their resolved options, and how every audit trains on the
+    distilled set (``labels``: "hard" | "soft"; ``learned_lr``: with the set's learned lr)."""
+
+    specs: list[AuditSpec]
+    configs: dict[str, dict[str, Any]]
+    preset: str
+    seed: int
+    labels: str
+    learned_lr: bool
+
+
+def plan_audits(only: list[str] | None = None, preset: str = "cpu", seed: int = 0,
+                overrides: dict[str, dict] | None = None, labels: str | None = None,
+                learned_lr: bool | None = None) -> AuditPlan:
+    """Check and resolve a run of the named audits (default: all) before any work: unknown audits,
+    presets, options and values fail here. ``overrides`` maps an audit name to options that replace its
+    preset defaults; ``labels`` and ``learned_lr`` None take the preset's
+    (:data:`~distilkit.audit.registry.TRAINING_DEFAULTS`)."""
     check_preset(preset)
     training = {**TRAINING_DEFAULTS[preset], **{k: v for k, v in (("labels", labels), ("learned_lr", learned_lr))
                                                  if v is not None}}
     if training["labels"] not in ("hard", "soft"):
         raise DistilkitError(f"labels must be 'hard' or 'soft', got {training['labels']!r}")
+    overrides = overrides or {}
+    specs = [get_audit(n) for n in (only or list_audits())]
+    for name in set(overrides) - {spec.name for spec in specs}:  # options of audits not run are checked too
+        get_audit(name).resolve(preset, overrides[name])
+    configs = {spec.name: spec.resolve(preset, overrides.get(spec.name)) for spec in specs}
+    return AuditPlan(specs, configs, preset, seed, training["labels"], bool(training["learned_lr"]))
+
+
+@dataclass
+class AuditReport:
+    """The results of audits of one set, in memory: per audit its report entry (question, preset, seed,
+    config, summary, verdict, tests, series, tables, figures, artifacts, date, seconds), and the files the
+    audits made (figures, artifacts) as bytes by their path relative to a set folder (``audit/...``).
+    :meth:`save` merges it into a set folder; nothing is written before."""
+
+    audits: dict[str, dict[str, Any]]
+    source: str | None = None
+    files: dict[str, bytes] = field(default_factory=dict)
+    model_cache: dict[str, int] = field(default_factory=dict)
+    distilkit_version: str = field(default_factory=distilkit_version)
+    created: str = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+
+    @property
+    def summary(self) -> dict[str, dict[str, Any]]:
+        """Each audit's summary scalars (what the card's YAML holds), by audit name."""
+        return {name: entry["summary"] for name, entry in self.audits.items()}
+
+    @property
+    def verdicts(self) -> dict[str, str]:
+        """Each audit's verdict sentence, by audit name."""
+        return {name: entry["verdict"] for name, entry in self.audits.items()}
+
+    @property
+    def figures(self) -> dict[str, bytes]:
+        """The figures as PNG bytes, by path relative to the set folder (e.g. ``audit/mixing_curve.png``);
+        ``IPython.display.Image(data)`` shows one."""
+        return {path: self.files[path] for entry in self.audits.values() for path in entry.get("figures", [])
+                if path in self.files}
+
+    def to_dict(self, set_name: str | None = None) -> dict[str, Any]:
+        """The ``audit/report.json`` layout of these audits alone."""
+        return {"distilkit_version": self.distilkit_version, "created": self.created, "set": set_name,
+                "source": self.source, "model_cache": self.model_cache, "audits": self.audits}
+
+    def to_markdown(self) -> str:
+        """The card's audit section for these audits (figures referenced by their relative paths)."""
+        return audit_markdown(self.to_dict())
+
+    def save(self, folder: str | Path, wait: float | None = None) -> Path:
+        """Merge into the set folder ``folder``: the audits' files, ``audit/report.json`` (audits of the
+        same name replaced, the others kept) and the card's ``distilkit.audits`` and audit section. Holds the
+        set's lock while it merges (waiting ``wait`` s, default ``DISTILKIT_LOCK_TIMEOUT``). Returns ``folder``."""
+        self._merge_into(Path(folder), wait)
+        return Path(folder)
+
+    def _merge_into(self, folder: Path, wait: float | None) -> dict:
+        """:meth:`save`, returning the merged report."""
+        if not is_distilkit_set(folder):
+            raise DistilkitError(f"{folder} is not a distilkit set folder; save the set there first")
+        check_output_folder(folder / "audit", "SET")
+        check_output_folder(lock_path(folder).parent, "the folder holding SET")
+        with FolderLock(folder, "audit", wait=lock_timeout() if wait is None else wait):
+            return _merge_and_write(folder, self)
+
+
+def audit_real(dset: DistilledSet, source: str | RealData | Any = None, accelerator=None) -> RealData:
+    """The set's real data for its audits (``source``: see :func:`distilkit.evaluate.real_for_set`),
+    checked against the set and put in the set's pixel space."""
+    real = real_for_set(dset, source, accelerator)
+    if real.class_names != dset.class_names or tuple(real.image_shape) != tuple(dset.images.shape[1:]):
+        raise DistilkitError("the source does not match the set (classes or image shape differ); pass --source")
+    return dataclasses.replace(real, pixel_space=dset.pixel_space)
+
+
+def run_planned(plan: AuditPlan, dset: DistilledSet, real: RealData, accelerator,
+                cache: RealModelCache | None = None) -> AuditReport:
+    """Run ``plan`` on ``dset`` and its real data (from :func:`audit_real`) on every process; the main
+    process returns the report, the others an empty one. Writes nothing but the real-model cache: the
+    audits write their figures and artifacts into a temporary folder, read back into the report."""
+    cache = cache or RealModelCache()
+    today = dt.date.today().isoformat()
+    entries: dict[str, dict] = {}
+    files: dict[str, bytes] = {}
+    with tempfile.TemporaryDirectory(prefix="distilkit-audit-") as staging:
+        ctx = AuditContext(accelerator=accelerator, seed=plan.seed, preset=plan.preset,
+                           out_dir=Path(staging) / "audit", models=cache, labels=plan.labels,
+                           learned_lr=plan.learned_lr)
+        used = {"labels": dset.labels_used(ctx.labels), "learned_lr": bool(ctx.learned_lr and dset.learned_lr)}
+        # Distributed audits run first, on every process, in the same order (so no process waits in a
+        # collective while the main one runs other audits); the rest run on the main process alone.
+        for spec in sorted(plan.specs, key=lambda spec: not spec.distributed):
+            if not (accelerator.is_main_process or spec.distributed):
+                continue
+            started = time.perf_counter()
+            result = spec.fn(dset, real, plan.configs[spec.name], ctx)
+            if accelerator.is_main_process:
+                entries[spec.name] = {
+                    "question": spec.question, "preset": plan.preset, "seed": plan.seed, **used,
+                    "config": plan.configs[spec.name], "summary": result.summary, "verdict": result.verdict,
+                    "tests": result.tests, "series": result.series, "tables": [t.to_dict() for t in result.tables],
+                    "figures": result.figures, "artifacts": result.artifacts, "date": today,
+                    "seconds": round(time.perf_counter() - started, 1)}
+        if accelerator.is_main_process:
+            files = {p.relative_to(staging).as_posix(): p.read_bytes() for p in sorted(Path(staging).rglob("*"))
+                     if p.is_file() and not p.name.startswith(".")}
+    return AuditReport(entries, real.info.get("id"), files, {"hits": cache.hits, "misses": cache.misses})
+
+
+def run_audits(folder: str | Path, only: list[str] | None = None, preset: str = "cpu", seed: int = 0,
+               source: str | None = None, accelerator=None, cache: RealModelCache | None = None,
+               overrides: dict[str, dict] | None = None, labels: str | None = None,
+               learned_lr: bool | None = None) -> dict:
+    """Run the named audits (default: all) on the set in ``folder``, merge them into its report and card,
+    and return the merged report (``audit/report.json``). Options as :func:`plan_audits`."""
+    folder = Path(folder)
+    plan = plan_audits(only, preset, seed, overrides, labels, learned_lr)
     accelerator = accelerator or make_accelerator()
-    names = only or list_audits()
-    specs = [get_audit(n) for n in names]
-    configs = {spec.name: spec.resolve(preset, (overrides or {}).get(spec.name)) for spec in specs}
     dset = DistilledSet.load(folder)
     load_report(folder)  # a corrupt report fails before any work; it is read again, under the lock, to merge
     if accelerator.is_main_process:
         check_output_folder(folder / "audit", "SET")
         check_output_folder(lock_path(folder).parent, "the folder holding SET")
     wait = lock_timeout()
-    with accelerator.main_process_first():
-        real = load_real(source_config_of(dset, source), pixel_space="raw",
-                         seed=int((dset.provenance or {}).get("seed", 0)))
-    if real.class_names != dset.class_names or tuple(real.image_shape) != tuple(dset.images.shape[1:]):
-        raise DistilkitError("the source does not match the set (classes or image shape differ); pass --source")
-    real.pixel_space = dset.pixel_space
-    cache = cache or RealModelCache()
-    ctx = AuditContext(accelerator=accelerator, seed=seed, preset=preset, out_dir=folder / "audit", models=cache,
-                       labels=training["labels"], learned_lr=bool(training["learned_lr"]))
-    used = {"labels": dset.labels_used(ctx.labels), "learned_lr": bool(ctx.learned_lr and dset.learned_lr)}
-    today = dt.date.today().isoformat()
-    entries: dict[str, dict] = {}
-    # Distributed audits run first, on every process, in the same order (so no process waits in a collective
-    # while the main one runs other audits); the rest run on the main process alone.
-    for spec in sorted(specs, key=lambda spec: not spec.distributed):
-        if not (accelerator.is_main_process or spec.distributed):
-            continue
-        started = time.perf_counter()
-        result = spec.fn(dset, real, configs[spec.name], ctx)
-        if accelerator.is_main_process:
-            entries[spec.name] = {
-                "question": spec.question, "preset": preset, "seed": seed, **used, "config": configs[spec.name],
-                "summary": result.summary, "verdict": result.verdict, "tests": result.tests, "series": result.series,
-                "tables": [t.to_dict() for t in result.tables],
-                "figures": result.figures, "artifacts": result.artifacts, "date": today,
-                "seconds": round(time.perf_counter() - started, 1)}
-    report: dict = {}
+    report = run_planned(plan, dset, audit_real(dset, source, accelerator), accelerator, cache)
+    merged: dict = {}
     if accelerator.is_main_process:
-        # Another audit of this set may have finished while these ran: merge into what is on disk now.
-        with FolderLock(folder, "audit", wait=wait):
-            report = _merge_and_write(folder, entries, real.info.get("id"), cache)
+        # Another audit of this set may have finished while these ran: the save merges into what is on disk now.
+        merged = report._merge_into(folder, wait)
     accelerator.wait_for_everyone()
-    return report if accelerator.is_main_process else load_report(folder)
+    return merged if accelerator.is_main_process else load_report(folder)
 
 
-def _merge_and_write(folder: Path, entries: dict[str, dict], source_id, cache: RealModelCache) -> dict:
-    """Merge ``entries`` into the set's report and card as they are on disk now; returns the report."""
+def _merge_and_write(folder: Path, new: AuditReport) -> dict:
+    """Merge ``new`` into the set's files, report and card as they are on disk now; returns the report."""
+    for rel, data in new.files.items():
+        path = folder / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_bytes_atomic(path, data)
     report = load_report(folder)
-    report.setdefault("audits", {}).update(entries)
+    report.setdefault("audits", {}).update(new.audits)
     report.update({"distilkit_version": distilkit_version(),
                    "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                   "set": str(folder), "source": source_id,
-                   "model_cache": {"hits": cache.hits, "misses": cache.misses}})
+                   "set": str(folder), "source": new.source, "model_cache": new.model_cache})
     report = {k: report[k] for k in ("distilkit_version", "created", "set", "source", "model_cache", "audits")}
+    (folder / REPORT_FILE).parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(folder / REPORT_FILE, jsonio.dumps(report, indent=2, default=str))
     card = read_card(folder)
     meta = card.data.get("distilkit")
@@ -180,3 +292,14 @@ def _merge_and_write(folder: Path, entries: dict[str, dict], source_id, cache: R
     card.text = replace_section(card.text, "audit", audit_markdown(report))
     write_text_atomic(folder / "README.md", str(card))
     return report
+
+
+def _write_bytes_atomic(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -41,9 +41,9 @@ def cli() -> None:
       distilkit evaluate distilled/fashion-mnist-dm-ipc10 --runs 5
       distilkit info distilled/fashion-mnist-dm-ipc10
     """
-    from distilkit.hub.repo import configure_hub_http
+    from distilkit.runtime import configure_process
 
-    configure_hub_http()  # every Hub request gets a timeout (DISTILKIT_HUB_TIMEOUT)
+    configure_process()  # the process-wide settings (CPU mode, allocator, Hub timeouts): here, never in the library
 
 
 def main() -> None:

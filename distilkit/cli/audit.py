@@ -27,8 +27,7 @@ from distilkit.cli.options import preset_option
 def audit_command(set_path, source, only, preset, seed, args, labels, learned_lr, push, token) -> None:
     """Run the audits on SET (a folder or a Hub repo id); write audit/report.json, figures and the card's
     audit section (into the folder, or with --push into the repo)."""
-    from distilkit.audit import get_audit
-    from distilkit.audit.report import REPORT_FILE, run_audits
+    from distilkit.audit.report import REPORT_FILE, plan_audits, run_audits
     from distilkit.config import parse_audit_overrides
     from distilkit.errors import DistilkitError
     from distilkit.hub.repo import open_set, parse_set_ref
@@ -36,8 +35,7 @@ def audit_command(set_path, source, only, preset, seed, args, labels, learned_lr
 
     names = [n.strip() for n in only.split(",") if n.strip()] if only else None
     overrides = parse_audit_overrides(args)
-    for name in (names or []) + list(overrides):
-        get_audit(name).resolve(preset, overrides.get(name))  # bad names/presets/options fail before any work
+    plan_audits(names, preset, seed, overrides, labels, learned_lr)  # bad names/presets/options fail before any work
     if push and parse_set_ref(set_path) is None:
         raise DistilkitError(f"--push needs a Hub repo id as SET; {set_path} is a local folder (use publish)")
     accelerator = make_accelerator()

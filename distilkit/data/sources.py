@@ -8,6 +8,7 @@ class-stratified hold-out carved from train, which is recorded).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -29,6 +30,7 @@ EMBEDDED = "embedded"
 EMBEDDED_DIR = Path(__file__).parent / "embedded" / "fashion_mnist"
 EMBEDDED_INFO = {"id": "embedded:fashion_mnist", "hub_id": "zalando-datasets/fashion_mnist",
                  "license": "mit", "pretty_name": "Fashion-MNIST (distilkit embedded subset)"}
+MEMORY_PREFIX = "memory:"  # names a source handed over in memory (a Dataset, DatasetDict or RealData)
 IMAGE_COLUMN_NAMES = ("image", "img", "images", "pixel_values", "picture")
 MAX_IMAGE_SIZE = 4096
 LABEL_COLUMN_NAMES = ("label", "labels", "fine_label", "class", "target", "y")
@@ -253,8 +255,23 @@ def _idx_source(cfg: SourceConfig, folder: Path) -> tuple[dict, list[str], dict,
     return tensors, names, info, "test" if "test_images" in tensors else None
 
 
-def _hf_source(cfg: SourceConfig) -> tuple[dict, list[str], dict, str | None]:
-    dsd, info = _load_dataset_dict(cfg)
+def _in_memory_dict(dataset, cfg: SourceConfig):
+    """A datasets Dataset (as split ``cfg.split``) or DatasetDict held in memory, and its source info."""
+    import datasets
+
+    if isinstance(dataset, datasets.Dataset):
+        dataset = datasets.DatasetDict({cfg.split: dataset})
+    if not isinstance(dataset, datasets.DatasetDict) or not dataset:
+        raise DistilkitError(f"expected a datasets Dataset or DatasetDict, got {type(dataset).__name__}")
+    first = next(iter(dataset.values())).info
+    return dataset, {"id": cfg.source, "license": first.license or None,
+                     "pretty_name": first.dataset_name or None}
+
+
+def _hf_source(cfg: SourceConfig, dataset=None) -> tuple[dict, list[str], dict, str | None]:
+    """Decode ``cfg``'s source (or the in-memory ``dataset``); a loaded source's decoded tensors are
+    cached by the datasets fingerprint, an in-memory dataset's are not (it may never be seen again)."""
+    dsd, info = _load_dataset_dict(cfg) if dataset is None else _in_memory_dict(dataset, cfg)
     if cfg.split not in dsd:
         raise SourceError(f"split {cfg.split!r} not in source {cfg.source!r} (splits: {', '.join(dsd)})")
     train = dsd[cfg.split]
@@ -266,8 +283,8 @@ def _hf_source(cfg: SourceConfig) -> tuple[dict, list[str], dict, str | None]:
 
     key = hashlib.sha256(json.dumps([train._fingerprint, dsd[test_name]._fingerprint if test_name else None,
                                      image_col, label_col, cfg.image_size], sort_keys=True).encode())
-    cache_file = cache_dir() / "decoded" / f"{key.hexdigest()[:24]}.safetensors"
-    if cache_file.is_file():
+    cache_file = cache_dir() / "decoded" / f"{key.hexdigest()[:24]}.safetensors" if dataset is None else None
+    if cache_file is not None and cache_file.is_file():
         tensors = load_file(str(cache_file))
         meta = json.loads(tensors.pop("_meta").numpy().tobytes().decode())
         return tensors, meta["class_names"], info, test_name
@@ -289,6 +306,8 @@ def _hf_source(cfg: SourceConfig) -> tuple[dict, list[str], dict, str | None]:
     tensors["train_labels"] = train_labels
     if test_name is not None:
         tensors["test_labels"] = test_labels
+    if cache_file is None:
+        return tensors, names, info, test_name
     cache_file.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache_file.with_suffix(f".tmp{os.getpid()}")
     blob = torch.frombuffer(bytearray(json.dumps({"class_names": names}).encode()), dtype=torch.uint8)
@@ -342,18 +361,20 @@ def _check_classes(cfg: SourceConfig, train_labels: torch.Tensor, test_images: t
 
 
 def load_real(cfg: SourceConfig, pixel_space: str = "normalized", seed: int = 0,
-              zca_eps: float = 0.1) -> RealData:
-    """Load, decode (once, cached) and describe the real data of ``cfg``.
+              zca_eps: float = 0.1, dataset=None) -> RealData:
+    """Load, decode (once, cached) and describe the real data of ``cfg``; with ``dataset`` (a datasets
+    Dataset or DatasetDict in memory) decode that instead, named ``cfg.source`` and read with ``cfg``'s
+    split and column options (a Dataset is the ``cfg.split`` split).
 
     Refused (one :class:`SourceError` line): an empty split, fewer than two classes, and classes
     without train images -- unless ``cfg.drop_empty_classes``, which drops them (and their test images)
     and remaps the labels to 0..K'-1, recorded as ``dropped_classes`` in the source info."""
     cfg.check()
     folder = Path(cfg.source).expanduser()
-    if cfg.source != EMBEDDED and is_idx_folder(folder):
+    if dataset is None and cfg.source != EMBEDDED and is_idx_folder(folder):
         tensors, class_names, info, test_name = _idx_source(cfg, folder)
     else:
-        tensors, class_names, info, test_name = _hf_source(cfg)
+        tensors, class_names, info, test_name = _hf_source(cfg, dataset)
     train_images, train_labels = tensors["train_images"], tensors["train_labels"].long()
     if train_images.shape[0] == 0:
         raise SourceError(f"split {cfg.split!r} of {cfg.source!r} is empty")
@@ -376,17 +397,31 @@ def load_real(cfg: SourceConfig, pixel_space: str = "normalized", seed: int = 0,
         test_desc = {"split": f"{cfg.split} (carved)", "carved": True, "fraction": cfg.holdout_fraction,
                      "seed": seed, "stratified": True}
 
-    unit = train_images.float().div_(255.0)
-    mean = unit.mean(dim=(0, 2, 3)).tolist()
-    std = unit.std(dim=(0, 2, 3)).clamp(min=1e-6).tolist()
-    zca = None
-    if pixel_space == "zca":
-        norm = (unit - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)
-        zca = ZCA.fit(norm, eps=zca_eps)
-    del unit
     info = {**info, **{k: v for k, v in asdict(cfg).items() if k in ("subset", "split", "revision")},
             "test": test_desc,
             "num_train": int(train_images.shape[0]), "num_test": int(test_images.shape[0])}
     return RealData(train_images=train_images, train_labels=train_labels, test_images=test_images,
                     test_labels=test_labels, class_names=class_names,
-                    pixel_space=PixelSpace(pixel_space, mean, std, zca), info=info)
+                    pixel_space=fit_pixel_space(train_images, pixel_space, zca_eps), info=info)
+
+
+def fit_pixel_space(train_images: torch.Tensor, kind: str, zca_eps: float = 0.1) -> PixelSpace:
+    """The pixel space ``kind`` of uint8 train images: per-channel mean and std of the train split and,
+    for ``zca``, the ZCA whitening fitted on the normalised train images."""
+    unit = train_images.float().div_(255.0)
+    mean = unit.mean(dim=(0, 2, 3)).tolist()
+    std = unit.std(dim=(0, 2, 3)).clamp(min=1e-6).tolist()
+    zca = None
+    if kind == "zca":
+        norm = (unit - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)
+        zca = ZCA.fit(norm, eps=zca_eps)
+    return PixelSpace(kind, mean, std, zca)
+
+
+def in_pixel_space(real: RealData, kind: str, zca_eps: float = 0.1) -> RealData:
+    """``real`` in pixel space ``kind`` (the same uint8 images; ``real`` itself when it is there already),
+    as :func:`load_real` would have given it."""
+    space = real.pixel_space
+    if space.kind == kind and (kind != "zca" or space.zca.eps == zca_eps):
+        return real
+    return dataclasses.replace(real, pixel_space=fit_pixel_space(real.train_images, kind, zca_eps))

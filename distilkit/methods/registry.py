@@ -22,6 +22,7 @@ the cpu preset on embedded FMNIST"); ``distilkit methods NAME --verbose`` prints
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -175,8 +176,9 @@ def register_method(
     check_preset_keys(presets or {}, f"method {name!r}")
 
     def decorate(fn: Callable[..., MethodOutput]) -> Callable[..., MethodOutput]:
-        if name in _REGISTRY:
-            raise ValueError(f"method {name!r} registered twice")
+        if name in _REGISTRY:  # a re-run notebook cell or a reloaded module: the new definition wins (timm)
+            warnings.warn(f"method {name!r} is already registered; replacing it with {fn.__module__}.{fn.__qualname__}",
+                          stacklevel=2)
         _REGISTRY[name] = MethodSpec(name, family, summary, fn, defaults, presets or {}, per_ipc or {}, citation,
                                      sources or {}, needs_embed, per_family or {})
         return fn

@@ -15,7 +15,7 @@ Memory is measured two ways, each measurement in its own process so that its pea
 - ``peak_rss_growth_mb``: growth of the process's peak resident memory during the step on CPU, or
   ``torch.cuda.max_memory_allocated`` on a GPU.
 
-    OMP_NUM_THREADS=1 python examples/bench_mtt.py --source /usr/share/datasets/fashion-mnist
+    OMP_NUM_THREADS=1 python benchmarks/bench_mtt.py --source /usr/share/datasets/fashion-mnist
 """
 
 from __future__ import annotations
@@ -44,9 +44,9 @@ def measure(args: argparse.Namespace) -> dict:
     from distilkit.methods.mtt import draw_plan, trajectory_matching_step
     from distilkit.methods.synthetic import initial_images
     from distilkit.models import create_model
-    from distilkit.runtime import tune_cpu_allocator
+    from distilkit.runtime import configure_process
 
-    tune_cpu_allocator()  # as every distilkit command does on CPU (runtime.make_accelerator)
+    configure_process()  # the process settings of a distilkit command
     device = torch.device(args.device)
     real = load_real(SourceConfig(source=args.source))
     c, h, w = real.image_shape

@@ -1,4 +1,4 @@
-"""examples/bench_gradient_matching.py runs on tiny settings and reports every figure it promises."""
+"""benchmarks/bench_gradient_matching.py runs on tiny settings and reports every figure it promises."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def test_bench_gradient_matching_runs_on_tiny_settings(tmp_path):
     out = tmp_path / "gm.json"
-    cmd = [sys.executable, str(EXAMPLES / "bench_gradient_matching.py"), "--tiny", "--ipcs", "2", "--methods", "dsa",
+    cmd = [sys.executable, str(BENCHMARKS / "bench_gradient_matching.py"), "--tiny", "--ipcs", "2", "--methods", "dsa",
            "--strategies", "reference,loop,vmap,floor,reference-tuned", "--rounds", "2", "--out", str(out)]
     done = subprocess.run(cmd, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]

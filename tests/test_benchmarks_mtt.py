@@ -1,4 +1,4 @@
-"""examples/bench_mtt.py runs on tiny settings and reports every figure it promises."""
+"""benchmarks/bench_mtt.py runs on tiny settings and reports every figure it promises."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def test_bench_mtt_runs_on_tiny_settings(tmp_path):
     out = tmp_path / "mtt.json"
-    cmd = [sys.executable, str(EXAMPLES / "bench_mtt.py"), "--source", "embedded", "--model", "convnet-w8-d2",
+    cmd = [sys.executable, str(BENCHMARKS / "bench_mtt.py"), "--source", "embedded", "--model", "convnet-w8-d2",
            "--ipc", "1", "--steps", "3", "--batch-syn", "4", "--iterations", "1", "--sweep", "2,8", "--device", "cpu",
            "--out", str(out)]
     done = subprocess.run(cmd, capture_output=True, text=True)

@@ -8,13 +8,13 @@ profiling every method's iteration on a 2-core CPU: the allocator left at glibc'
 (``DISTILKIT_TUNE_MALLOC=0``; every large activation buffer a fresh ``mmap`` that page-faults) and
 2x2 average pooling by PyTorch's NCHW ``avg_pool2d`` kernel instead of distilkit's pooling (strided sums, GEMM backward)
 (:func:`distilkit.models.fast_cpu.avg_pool2x2`); the table gives both and the speed-up. (``mtt`` is
-left out: its first run trains experts; examples/bench_mtt.py measures it.) Part 2 runs one
+left out: its first run trains experts; benchmarks/bench_mtt.py measures it.) Part 2 runs one
 BPTT outer step (unroll ``T`` inner steps, backpropagate the real loss) for several ``T``, without
 checkpointing and with ``checkpoint_segment = ceil(sqrt(T))``, and reports the peak memory growth
 of that step. Every measurement runs in its own process so that the peak is its own.
 
-    python examples/bench_methods.py                                   # embedded data, cpu preset, IPC 10
-    python examples/bench_methods.py --methods bptt --steps 10,20,40,80,160 --ipc 10
+    python benchmarks/bench_methods.py                                   # embedded data, cpu preset, IPC 10
+    python benchmarks/bench_methods.py --methods bptt --steps 10,20,40,80,160 --ipc 10
 """
 
 from __future__ import annotations
@@ -44,11 +44,12 @@ def method_worker(args) -> dict:
     from distilkit.data.sources import SourceConfig, load_real
     from distilkit.methods import RunContext, get_method
     from distilkit.models import fast_cpu
-    from distilkit.runtime import make_accelerator
+    from distilkit.runtime import configure_process, make_accelerator
 
     if args.before:
         os.environ["DISTILKIT_TUNE_MALLOC"] = "0"
         fast_cpu.avg_pool2x2 = lambda x: torch.nn.functional.avg_pool2d(x, 2)
+    configure_process()  # the process settings of a distilkit command
     acc = make_accelerator()
     real = load_real(SourceConfig(source=args.source))
     name, extra = VARIANTS[args.variant]

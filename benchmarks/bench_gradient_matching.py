@@ -3,7 +3,7 @@
 Three ways to compute the per-class gradients, the same network weights, real batch and augmentation,
 and the convolutions they share:
 
-- ``reference``: the yardstick, DC/DSA as their reference code writes it (examples/reference_loops.py):
+- ``reference``: the yardstick, DC/DSA as their reference code writes it (benchmarks/reference_loops.py):
   per class, real gradient, synthetic gradient with graph, DC's distance, over a ConvNet built from
   plain PyTorch modules holding distilkit's weights, with the allocator's defaults. Before timing,
   the worker checks on one draw that it gives distilkit's loss and image gradient (allclose);
@@ -15,7 +15,7 @@ and the convolutions they share:
 - ``vmap``: all classes at once with ``torch.func`` (the GPU default);
 - ``floor``: not an implementation but the arithmetic they share: the real side's convolutions
   alone (forward, and backward to the weights and to every conv input but the images') on
-  batch_real images per class, timed by examples/conv_floor.py. An implementation that runs these
+  batch_real images per class, timed by benchmarks/conv_floor.py. An implementation that runs these
   layers with PyTorch's convolution kernels spends at least this, so ``reference / floor``
   estimates the most any of them can gain over the yardstick on this machine.
 
@@ -40,8 +40,8 @@ For each method x strategy x IPC, a separate process (so that its peak is its ow
 Defaults are the faithful ones: the full Fashion-MNIST, ConvNet-3 w128, batch_real 256, DC's loops
 by IPC; ``--iterations 0`` skips the whole-loop timing (at IPC 50 one iteration is 50 outer steps).
 
-    python examples/bench_gradient_matching.py --source /usr/share/datasets/fashion-mnist
-    python examples/bench_gradient_matching.py --tiny            # seconds: tiny net, 4 real images per class
+    python benchmarks/bench_gradient_matching.py --source /usr/share/datasets/fashion-mnist
+    python benchmarks/bench_gradient_matching.py --tiny            # seconds: tiny net, 4 real images per class
 """
 
 from __future__ import annotations
@@ -72,10 +72,11 @@ def worker(args) -> dict:
     from distilkit.methods.gradient_matching import matching_step
     from distilkit.methods.learnable import seeded_model
     from distilkit.methods.synthetic import initial_images
-    from distilkit.runtime import make_accelerator, tune_cpu_allocator
+    from distilkit.runtime import configure_process, make_accelerator, tune_cpu_allocator
 
     if args.strategy == "reference":
         os.environ["DISTILKIT_TUNE_MALLOC"] = "0"  # the yardstick runs with the allocator's defaults
+    configure_process()  # the process settings of a distilkit command
     acc = make_accelerator()
     tuned_allocator = acc.device.type == "cpu" and tune_cpu_allocator()  # idempotent: reports the setting
     real = load_real(SourceConfig(source=args.source))

@@ -8,9 +8,9 @@ the audit's ``strategy: auto`` uses the first on CPUs and the second on GPUs.
 Both are timed over ``--iterations`` iterations of ``--models`` models (each variant in its own
 process, for its own peak RSS) and extrapolated to the whole computation (101 models x 300 steps).
 
-    python examples/bench_influence.py                          # ConvNet-3 w128, 100 images
-    python examples/bench_influence.py --model convnet-w16 --iterations 20
-    python examples/bench_influence.py --device cuda --models 101 --model-chunk 101 --iterations 20
+    python benchmarks/bench_influence.py                          # ConvNet-3 w128, 100 images
+    python benchmarks/bench_influence.py --model convnet-w16 --iterations 20
+    python benchmarks/bench_influence.py --device cuda --models 101 --model-chunk 101 --iterations 20
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ def measure(args) -> dict:
     from distilkit.audit.real_runs import STUDY_DISTILLED
     from distilkit.data.sources import SourceConfig, load_real
     from distilkit.models import create_model
-    from distilkit.runtime import tune_cpu_allocator
+    from distilkit.runtime import configure_process
     from distilkit.train import TrainConfig
 
-    tune_cpu_allocator()  # as every distilkit command does on CPU (runtime.make_accelerator)
+    configure_process()  # the process settings of a distilkit command
     torch.set_num_threads(args.threads)
     real = load_real(SourceConfig(source=args.source))
     pick = real.sample_per_class(args.images // real.num_classes, torch.Generator().manual_seed(0)).reshape(-1)

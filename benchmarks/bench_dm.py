@@ -12,7 +12,7 @@ they share:
   first block on the real side, where nothing requires grad);
 - ``floor`` (CPU only): not an implementation but the arithmetic they share: the convolutions alone
   (the real batch forward, the synthetic images forward and backward to their inputs), timed by
-  examples/conv_floor.py; ``reference / floor`` estimates the most any implementation that runs
+  benchmarks/conv_floor.py; ``reference / floor`` estimates the most any implementation that runs
   these layers with PyTorch's kernels can gain over the yardstick here;
 - ``distilkit``: :func:`distilkit.methods.dm.matching_step` (all classes in shared chunked forward
   calls, no autograd on the real side, per-class DSA in one call) on distilkit's ConvNet.
@@ -24,8 +24,8 @@ CPUs are noisy (the same call varies by 20-30 % from minute to minute), so the v
 the median over every timed iteration of every round, with the minimum beside it.
 
     apt-get install -y dataset-fashion-mnist
-    python examples/bench_dm.py                           # IPC 1, 10, 50; batch_real 256; ConvNet-3 w128; 3 rounds
-    python examples/bench_dm.py --ipcs 10 --iterations 5 --real-chunk 0 --naive-tuned 1 --threads 1
+    python benchmarks/bench_dm.py                           # IPC 1, 10, 50; batch_real 256; ConvNet-3 w128; 3 rounds
+    python benchmarks/bench_dm.py --ipcs 10 --iterations 5 --real-chunk 0 --naive-tuned 1 --threads 1
 
 On a machine with a GPU all variants run there (Accelerate picks the device; ACCELERATE_USE_CPU=1
 keeps them on the CPU) and the table adds peak GPU memory.
@@ -58,11 +58,12 @@ def worker(args) -> dict:
     from distilkit.methods.dm import matching_step
     from distilkit.methods.synthetic import initial_images
     from distilkit.models import create_model
-    from distilkit.runtime import make_accelerator
+    from distilkit.runtime import configure_process, make_accelerator
 
     torch.set_num_threads(args.threads)
     if args.variant == "reference" and not args.naive_tuned:
         os.environ["DISTILKIT_TUNE_MALLOC"] = "0"  # the yardstick runs with the allocator's defaults
+    configure_process()  # the process settings of a distilkit command
     acc = make_accelerator()
     real = load_real(SourceConfig(source=args.source))
     ipc, dsa = args.ipc, DSA()

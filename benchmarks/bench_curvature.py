@@ -10,8 +10,8 @@ set at IPC 10) and 2,560 real images. Three ways to evaluate the probes' Hessian
 
 Each (set, mode) runs ``--probes`` probes (tolerance 0) in its own process, so its peak RSS is its own.
 
-    python examples/bench_curvature.py                    # embedded Fashion-MNIST, ConvNet-3 w128
-    python examples/bench_curvature.py --model convnet-w32 --probes 8
+    python benchmarks/bench_curvature.py                    # embedded Fashion-MNIST, ConvNet-3 w128
+    python benchmarks/bench_curvature.py --model convnet-w32 --probes 8
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""examples/bench_methods.py runs on tiny settings and reports every figure it promises."""
+"""benchmarks/bench_methods.py runs on tiny settings and reports every figure it promises."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def test_bench_methods_runs_on_tiny_settings(tmp_path):
     out = tmp_path / "methods.json"
-    cmd = [sys.executable, str(EXAMPLES / "bench_methods.py"), "--preset", "smoke", "--ipc", "1", "--iterations", "1",
+    cmd = [sys.executable, str(BENCHMARKS / "bench_methods.py"), "--preset", "smoke", "--ipc", "1", "--iterations", "1",
            "--methods", "cafe,krr-frepo,krr-rf,bptt", "--steps", "4", "--model", "convnet-w8-d2", "--batch-real", "2",
            "--out", str(out)]
     done = subprocess.run(cmd, capture_output=True, text=True)
@@ -29,7 +29,7 @@ def test_bench_methods_runs_on_tiny_settings(tmp_path):
 
 def test_bench_methods_before_after_runs_each_method_twice(tmp_path):
     out = tmp_path / "methods.json"
-    cmd = [sys.executable, str(EXAMPLES / "bench_methods.py"), "--preset", "smoke", "--ipc", "1", "--iterations", "1",
+    cmd = [sys.executable, str(BENCHMARKS / "bench_methods.py"), "--preset", "smoke", "--ipc", "1", "--iterations", "1",
            "--methods", "dsa", "--before-after", "--steps", "", "--out", str(out)]
     done = subprocess.run(cmd, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
