@@ -38,7 +38,8 @@ from distilkit.audit.real_models import real_fingerprint
 from distilkit.data.real import RealData
 from distilkit.data.sources import cache_dir
 from distilkit.errors import DistilkitError
-from distilkit.models import create_model, validate_model_name
+from distilkit.models import validate_model_name
+from distilkit.seeding import seeded_model
 from distilkit.train import TrainConfig, training_steps
 
 INDEX_FILE = "index.json"
@@ -161,10 +162,7 @@ def train_expert(real: RealData, cfg: ExpertConfig, i: int, device: torch.device
     parameter names and its real test accuracy. Initialisation and batches come from (seed, i)."""
     from distilkit.train import accuracy
 
-    c, h, w = real.image_shape
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed * 1_000_003 + i)
-        model = create_model(cfg.model, c, real.num_classes, (h, w))
+    model = seeded_model(cfg.model, real, cfg.seed * 1_000_003 + i)
     names = [n for n, _ in model.named_parameters()]
     images = real.batch(torch.arange(real.train_images.shape[0]))
     protocol = cfg.train_config()
@@ -235,8 +233,7 @@ def _write_index(real: RealData, cfg: ExpertConfig, folder: Path, key: str) -> N
                 names = [k.split("/", 1)[1] for k in f.keys() if k.startswith("epoch-0/")]
         entries.append({"file": file, "test_accuracy": meta["test_accuracy"]})
     c, h, w = real.image_shape
-    with torch.random.fork_rng(devices=[]):
-        order = [n for n, _ in create_model(cfg.model, c, real.num_classes, (h, w)).named_parameters()]
+    order = [n for n, _ in seeded_model(cfg.model, real, None).named_parameters()]
     if sorted(order) != sorted(names or []):
         raise DistilkitError(f"expert files in {folder} do not match model {cfg.model!r}; remove the folder")
     index = {"format": FORMAT_VERSION, "key": key, "config": {**asdict(cfg), "num_experts": count},

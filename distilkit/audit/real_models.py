@@ -23,8 +23,7 @@ from torch import nn
 
 from distilkit.data.real import RealData
 from distilkit.data.sources import cache_dir
-from distilkit.models import create_model
-from distilkit.seeding import STREAM_VERSION, seeded
+from distilkit.seeding import STREAM_VERSION, derive_seed, seeded_model
 from distilkit.seeding import generator as seed_generator
 from distilkit.train import TrainConfig, accuracy, train_model
 
@@ -66,9 +65,7 @@ class RealModelCache:
                                          "seed": seed, "seed_streams": STREAM_VERSION},
                                         sort_keys=True).encode()).hexdigest()[:32]
         path = self.root / f"{key}.safetensors"
-        c, h, w = real.image_shape
-        with seeded("real-model", seed, model_name, "init"):
-            model = create_model(model_name, c, real.num_classes, (h, w))
+        model = seeded_model(model_name, real, derive_seed("real-model", seed, model_name, "init"))
         if path.is_file():
             self.hits += 1
             model.load_state_dict(load_file(str(path)))
