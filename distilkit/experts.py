@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -39,6 +37,7 @@ from distilkit.data.real import RealData
 from distilkit.data.sources import cache_dir
 from distilkit.errors import DistilkitError
 from distilkit.models import validate_model_name
+from distilkit.outputs import atomic_path, write_atomic
 from distilkit.seeding import seeded_model
 from distilkit.train import TrainConfig, training_steps
 
@@ -149,13 +148,6 @@ class Experts:
         return cls(folder, index)
 
 
-def _write_atomic_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def train_expert(real: RealData, cfg: ExpertConfig, i: int, device: torch.device | str = "cpu",
                  show_progress: bool = False) -> tuple[dict[str, torch.Tensor], list[str], float]:
     """Train expert ``i`` with the project's training loop; return its trajectory tensors, the
@@ -205,9 +197,8 @@ def ensure_experts(real: RealData, cfg: ExpertConfig, accelerator=None, root: Pa
         if path.is_file():  # left by an interrupted run: same key, same seed, same trajectory
             continue
         tensors, _, acc = train_expert(real, cfg, i, device)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        save_file(tensors, str(tmp), metadata={"distilkit": jsonio.dumps({"expert": i, "test_accuracy": acc})})
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata={"distilkit": jsonio.dumps({"expert": i, "test_accuracy": acc})})
         bar.set_postfix(test_acc=f"{acc:.3f}")
     if accelerator is not None:
         accelerator.wait_for_everyone()
@@ -241,7 +232,7 @@ def _write_index(real: RealData, cfg: ExpertConfig, folder: Path, key: str) -> N
              "source": {k: real.info.get(k) for k in ("id", "hub_id", "subset", "split", "revision")},
              "source_fingerprint": real_fingerprint(real), "pixel_space": real.pixel_space.kind,
              "image_shape": [c, h, w], "num_classes": real.num_classes, "experts": entries}
-    _write_atomic_text(folder / INDEX_FILE, jsonio.dumps(index, indent=1))
+    write_atomic(folder / INDEX_FILE, jsonio.dumps(index, indent=1))
 
 
 def check_matches(experts: Experts, real: RealData, model: str) -> None:

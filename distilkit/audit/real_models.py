@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from torch import nn
 
 from distilkit.data.real import RealData
 from distilkit.data.sources import cache_dir
+from distilkit.outputs import atomic_path, write_atomic
 from distilkit.seeding import STREAM_VERSION, derive_seed, seeded_model
 from distilkit.seeding import generator as seed_generator
 from distilkit.train import TrainConfig, accuracy, train_model
@@ -78,12 +78,11 @@ class RealModelCache:
         test_images, test_labels = real.test_set()
         test_acc = accuracy(model, test_images, test_labels, device=device)
         self.root.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
         meta = {"model": model_name, "protocol": protocol.to_dict(), "seed": seed, "test_accuracy": test_acc,
                 "source": real.info.get("id")}
-        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp),
-                  metadata={"distilkit": json.dumps(meta)})
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp),
+                      metadata={"distilkit": json.dumps(meta)})
         return model.eval(), test_acc
 
 
@@ -115,8 +114,6 @@ def cached_tensors(cache: RealModelCache, real: RealData, kind: str, spec: dict,
     if not write:
         return tensors
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp),
-              metadata={"distilkit": json.dumps({"kind": kind, "spec": spec, "seed": seed}, default=str)})
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata={
+        "distilkit": json.dumps({"kind": kind, "spec": spec, "seed": seed}, default=str)}))
     return tensors

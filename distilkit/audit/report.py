@@ -23,8 +23,8 @@ from distilkit.data.sources import load_real
 from distilkit.distilled import DistilledSet
 from distilkit.errors import DistilkitError
 from distilkit.evaluate import source_config_of
-from distilkit.hub.card import read_card, replace_section, write_text_atomic
-from distilkit.outputs import FolderLock, check_output_folder, lock_path, lock_timeout
+from distilkit.hub.card import read_card, replace_section
+from distilkit.outputs import FolderLock, check_output_folder, lock_path, lock_timeout, write_atomic
 from distilkit.runtime import distilkit_version, make_accelerator
 
 REPORT_FILE = "audit/report.json"
@@ -172,11 +172,11 @@ def _merge_and_write(folder: Path, entries: dict[str, dict], source_id, cache: R
                    "set": str(folder), "source": source_id,
                    "model_cache": {"hits": cache.hits, "misses": cache.misses}})
     report = {k: report[k] for k in ("distilkit_version", "created", "set", "source", "model_cache", "audits")}
-    write_text_atomic(folder / REPORT_FILE, jsonio.dumps(report, indent=2, default=str))
+    write_atomic(folder / REPORT_FILE, jsonio.dumps(report, indent=2, default=str))
     card = read_card(folder)
     meta = card.data.get("distilkit")
     meta["audits"] = card_audit_entries(report)
     card.data["distilkit"] = meta
     card.text = replace_section(card.text, "audit", audit_markdown(report))
-    write_text_atomic(folder / "README.md", str(card))
+    write_atomic(folder / "README.md", str(card))
     return report

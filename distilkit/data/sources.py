@@ -23,6 +23,7 @@ from distilkit.data.pixel_space import PixelSpace
 from distilkit.data.real import RealData
 from distilkit.data.zca import ZCA
 from distilkit.errors import DistilkitError
+from distilkit.outputs import write_atomic
 
 EMBEDDED = "embedded"
 EMBEDDED_DIR = Path(__file__).parent / "embedded" / "fashion_mnist"
@@ -297,10 +298,9 @@ def _hf_source(cfg: SourceConfig) -> tuple[dict, list[str], dict, str | None]:
     if test_name is not None:
         tensors["test_labels"] = test_labels
     cache_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache_file.with_suffix(f".tmp{os.getpid()}")
     blob = torch.frombuffer(bytearray(json.dumps({"class_names": names}).encode()), dtype=torch.uint8)
-    save_file({**{k: v.contiguous() for k, v in tensors.items()}, "_meta": blob}, str(tmp))
-    os.replace(tmp, cache_file)
+    write_atomic(cache_file, lambda tmp: save_file({**{k: v.contiguous() for k, v in tensors.items()}, "_meta": blob},
+                                                   str(tmp)))
     return tensors, names, info, test_name
 
 
