@@ -70,9 +70,9 @@ def worker(args) -> dict:
     from distilkit.data.sources import SourceConfig, load_real
     from distilkit.methods import RunContext, get_method
     from distilkit.methods.gradient_matching import matching_step
-    from distilkit.methods.learnable import seeded_model
     from distilkit.methods.synthetic import initial_images
     from distilkit.runtime import configure_process, make_accelerator, tune_cpu_allocator
+    from distilkit.seeding import seeded_model
 
     if args.strategy == "reference":
         os.environ["DISTILKIT_TUNE_MALLOC"] = "0"  # the yardstick runs with the allocator's defaults

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from distilkit import jsonio
 from distilkit.errors import DistilkitError
-from distilkit.outputs import check_output_folder
+from distilkit.outputs import check_output_folder, write_atomic
 
 # REFERENCE.md §4: published test accuracy (%) on Fashion-MNIST, ConvNet-3, IPC 1 / 10 / 50, with the
 # reference's provenance tag ([code] read in the method's repo, [paper] its own table, [R] recalled).
@@ -113,9 +113,7 @@ def run_cell(grid: BenchGrid, method: str, ipc: int, seed: int, out: Path, launc
 
 
 def _write_json(path: Path, payload: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(jsonio.dumps(payload, indent=2))
-    os.replace(tmp, path)
+    write_atomic(path, jsonio.dumps(payload, indent=2))
 
 
 def load_results(out: Path, grid: BenchGrid) -> dict:
@@ -178,9 +176,7 @@ def run_bench(grid: BenchGrid, out: Path, launcher: list[str] | None = None) -> 
         results["updated"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         _write_json(out / "results.json", results)
     table = markdown_table(results)
-    tmp = out / ".results.md.tmp"
-    tmp.write_text(table)
-    os.replace(tmp, out / "results.md")
+    write_atomic(out / "results.md", table)
     return results
 
 

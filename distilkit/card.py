@@ -13,15 +13,14 @@ The body template comes from the top-level ``cards/`` folder (installed as ``dis
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from distilkit.errors import DistilkitError
+from distilkit.outputs import write_atomic
 
 if TYPE_CHECKING:
     from distilkit.distilled import DistilledSet
@@ -204,17 +203,6 @@ def replace_section(text: str, name: str, content: str) -> str:
     return text.rstrip("\n") + "\n\n" + block + "\n"
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def update_card_evaluation(folder: Path, results: list[dict]) -> None:
     """Write evaluation results into the card's YAML and its evaluation section, atomically."""
     card = read_card(folder)
@@ -224,4 +212,4 @@ def update_card_evaluation(folder: Path, results: list[dict]) -> None:
     meta["evaluation"] = results
     card.data["distilkit"] = meta
     card.text = replace_section(card.text, "eval", evaluation_markdown(results))
-    write_text_atomic(Path(folder) / "README.md", str(card))
+    write_atomic(Path(folder) / "README.md", str(card))

@@ -7,7 +7,6 @@ configuration is refused instead of silently mixing two runs.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
@@ -15,6 +14,7 @@ from safetensors.torch import load_file, save_file
 
 from distilkit import jsonio
 from distilkit.errors import DistilkitError
+from distilkit.outputs import atomic_path
 
 TENSORS_FILE = "state.safetensors"
 STATE_FILE = "state.json"
@@ -35,15 +35,14 @@ class Checkpointer:
         if self.directory is None:
             return
         self.directory.mkdir(parents=True, exist_ok=True)
-        tmp_tensors = self.directory / f".{TENSORS_FILE}.tmp"
-        tmp_state = self.directory / f".{STATE_FILE}.tmp"
         tensors = {**{k: v.detach().contiguous().cpu() for k, v in tensors.items()},
                    "_step": torch.tensor(int(state["step"]))}
-        save_file(tensors, str(tmp_tensors))
-        tmp_state.write_text(jsonio.dumps({**state, "fingerprint": self.fingerprint}))
-        # Both files carry the step; a kill between the two renames is detected on load.
-        os.replace(tmp_tensors, self.directory / TENSORS_FILE)
-        os.replace(tmp_state, self.directory / STATE_FILE)
+        # Both files carry the step; a kill between the two renames (tensors first, on leaving the
+        # inner block) is detected on load.
+        with atomic_path(self.directory / STATE_FILE) as tmp_state, \
+                atomic_path(self.directory / TENSORS_FILE) as tmp_tensors:
+            save_file(tensors, str(tmp_tensors))
+            tmp_state.write_text(jsonio.dumps({**state, "fingerprint": self.fingerprint}))
 
     def load(self) -> tuple[dict[str, torch.Tensor], dict] | None:
         if self.directory is None or not (self.directory / STATE_FILE).is_file():

@@ -33,12 +33,12 @@ from distilkit.audit.real_models import RealModelCache
 from distilkit.audit.real_runs import parse_iterations, seeded_model
 from distilkit.audit.registry import TRAINING_DEFAULTS, get_audit
 from distilkit.audit.report import load_report, run_audits
-from distilkit.card import write_text_atomic
 from distilkit.data.real import RealData
 from distilkit.data.sources import load_real
 from distilkit.distilled import DistilledSet
 from distilkit.errors import DistilkitError
 from distilkit.evaluate import source_config_of
+from distilkit.outputs import write_atomic
 from distilkit.runtime import distilkit_version, make_accelerator
 from distilkit.train import TrainConfig, training_steps
 
@@ -179,8 +179,8 @@ def compare_sets(folders: list[str | Path], out: str | Path, source: str | None 
                   "source": source_id, "preset": preset, "seed": seed, "sets": [str(f) for f in folders],
                   "audits_reused": reused, "audits_run": ran, "rows": rows, "curvature": curvature,
                   "figures": figures}
-    write_text_atomic(out / SUMMARY_FILE, jsonio.dumps(comparison, indent=2, default=str))
-    write_text_atomic(out / "README.md", comparison_markdown(comparison))
+    write_atomic(out / SUMMARY_FILE, jsonio.dumps(comparison, indent=2, default=str))
+    write_atomic(out / "README.md", comparison_markdown(comparison))
     return comparison
 
 
@@ -214,9 +214,7 @@ def comparison_markdown(comparison: dict) -> str:
 
 
 def _save(fig, out: Path, name: str) -> str:
-    tmp = out / f".{name}.tmp.png"
-    fig.savefig(tmp, dpi=90, bbox_inches="tight")
-    tmp.replace(out / name)
+    write_atomic(out / name, lambda tmp: fig.savefig(tmp, dpi=90, bbox_inches="tight"))
     return name
 
 

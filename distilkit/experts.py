@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -38,8 +36,10 @@ from distilkit import jsonio
 from distilkit.cache import cache_dir
 from distilkit.data.real import RealData
 from distilkit.errors import ConfigError, DistilkitError
-from distilkit.models import create_model, validate_model_name
+from distilkit.models import validate_model_name
+from distilkit.outputs import atomic_path, write_atomic
 from distilkit.presets import check_preset, check_preset_keys
+from distilkit.seeding import seeded_model
 from distilkit.train import TrainConfig, training_steps
 
 INDEX_FILE = "index.json"
@@ -150,23 +150,13 @@ class Experts:
         return cls(folder, index)
 
 
-def _write_atomic_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def train_expert(real: RealData, cfg: ExpertConfig, i: int, device: torch.device | str = "cpu",
                  show_progress: bool = False) -> tuple[dict[str, torch.Tensor], list[str], float]:
     """Train expert ``i`` with the project's training loop; return its trajectory tensors, the
     parameter names and its real test accuracy. Initialisation and batches come from (seed, i)."""
     from distilkit.train import accuracy
 
-    c, h, w = real.image_shape
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed * 1_000_003 + i)
-        model = create_model(cfg.model, c, real.num_classes, (h, w))
+    model = seeded_model(cfg.model, real, cfg.seed * 1_000_003 + i)
     names = [n for n, _ in model.named_parameters()]
     images = real.batch(torch.arange(real.train_images.shape[0]))
     protocol = cfg.train_config()
@@ -209,9 +199,8 @@ def ensure_experts(real: RealData, cfg: ExpertConfig, accelerator=None, root: Pa
         if path.is_file():  # left by an interrupted run: same key, same seed, same trajectory
             continue
         tensors, _, acc = train_expert(real, cfg, i, device)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        save_file(tensors, str(tmp), metadata={"distilkit": jsonio.dumps({"expert": i, "test_accuracy": acc})})
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata={"distilkit": jsonio.dumps({"expert": i, "test_accuracy": acc})})
         bar.set_postfix(test_acc=f"{acc:.3f}")
     if accelerator is not None:
         accelerator.wait_for_everyone()
@@ -237,8 +226,7 @@ def _write_index(real: RealData, cfg: ExpertConfig, folder: Path, key: str) -> N
                 names = [k.split("/", 1)[1] for k in f.keys() if k.startswith("epoch-0/")]
         entries.append({"file": file, "test_accuracy": meta["test_accuracy"]})
     c, h, w = real.image_shape
-    with torch.random.fork_rng(devices=[]):
-        order = [n for n, _ in create_model(cfg.model, c, real.num_classes, (h, w)).named_parameters()]
+    order = [n for n, _ in seeded_model(cfg.model, real, None).named_parameters()]
     if sorted(order) != sorted(names or []):
         raise DistilkitError(f"expert files in {folder} do not match model {cfg.model!r}; remove the folder")
     index = {"format": FORMAT_VERSION, "key": key, "config": {**asdict(cfg), "num_experts": count},
@@ -246,7 +234,7 @@ def _write_index(real: RealData, cfg: ExpertConfig, folder: Path, key: str) -> N
              "source": {k: real.info.get(k) for k in ("id", "hub_id", "subset", "split", "revision")},
              "source_fingerprint": real.fingerprint(), "pixel_space": real.pixel_space.kind,
              "image_shape": [c, h, w], "num_classes": real.num_classes, "experts": entries}
-    _write_atomic_text(folder / INDEX_FILE, jsonio.dumps(index, indent=1))
+    write_atomic(folder / INDEX_FILE, jsonio.dumps(index, indent=1))
 
 
 def check_matches(experts: Experts, real: RealData, model: str) -> None:

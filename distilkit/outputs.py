@@ -1,4 +1,9 @@
-"""Where commands write: up-front checks of output paths, the ``--overwrite`` guard, and folder locks.
+"""Where commands write: atomic file writes, up-front checks of output paths, the ``--overwrite`` guard,
+and folder locks.
+
+Every file distilkit writes goes through :func:`atomic_path` / :func:`write_atomic`: the content goes
+to a hidden temporary file beside the target, which is renamed over it only once complete, so a
+reader (or a run killed mid-write) never sees a half-written file.
 
 Every check here runs before any data is loaded or any model trained, so a bad output path costs
 nothing and changes nothing:
@@ -20,9 +25,12 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from distilkit.errors import DistilkitError
@@ -31,6 +39,48 @@ from distilkit.validation import env_number
 LOCK_TIMEOUT_ENV = "DISTILKIT_LOCK_TIMEOUT"
 DEFAULT_LOCK_TIMEOUT = 120.0
 _YAML_BLOCK = re.compile(r"\A\s*---[\r\n]+([\S\s]*?)[\r\n]+---(\r\n|\n|$)")
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A new, empty temporary file beside ``path`` for the block to write ``path``'s content to.
+
+    When the block ends normally the file is renamed over ``path`` (``os.replace``: readers see the
+    old content or the new, never part of it); when it raises, the file is removed and ``path`` is
+    left as it was. The temporary file is hidden (a leading dot), unique to the call (several
+    processes may write the same cache file at once) and keeps ``path``'s suffix (writers such as
+    matplotlib pick the format from it). The file that takes ``path``'s place has the mode any new
+    file gets (0666 less the umask), also when the writer made its own (safetensors makes 0600 files).
+    """
+    path = Path(path)
+    while True:
+        tmp = path.with_name(f".{path.stem}.{secrets.token_hex(6)}.tmp{path.suffix}")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            break
+        except FileExistsError:  # another writer drew the same name: draw again
+            continue
+    mode = os.fstat(fd).st_mode & 0o777
+    os.close(fd)
+    try:
+        yield tmp
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_atomic(path: str | Path, content: str | bytes | Callable[[Path], object]) -> None:
+    """Replace ``path`` atomically (:func:`atomic_path`) by ``content``: text (written as UTF-8),
+    bytes, or a writer called with the temporary path, e.g. ``lambda tmp: save_file(tensors, str(tmp))``."""
+    with atomic_path(path) as tmp:
+        if isinstance(content, str):
+            tmp.write_text(content, encoding="utf-8")
+        elif isinstance(content, bytes):
+            tmp.write_bytes(content)
+        else:
+            content(tmp)
 
 
 def is_distilkit_set(folder: Path) -> bool:

@@ -20,15 +20,24 @@ one seed, in ``sensitivity`` both sets and every setup of one seed — they shar
 
 :data:`STREAM_VERSION` enters every derivation and the keys of cached real models and pools, so a
 change of scheme never reuses a cache built under another.
+
+Every model distilkit initialises -- in the methods, the experts, ``evaluate`` and the audits -- is
+made by :func:`seeded_model`, the one place that seeds torch's global RNG (and forks it first).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
-from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
+from torch import nn
+
+from distilkit.models import create_model
+
+if TYPE_CHECKING:
+    from distilkit.data.real import RealData
 
 STREAM_VERSION = 1
 _MASK = (1 << 63) - 1
@@ -52,10 +61,31 @@ def generator(purpose: str, seed: int, *index: int | str) -> torch.Generator:
     return torch.Generator().manual_seed(derive_seed(purpose, seed, *index))
 
 
-@contextmanager
-def seeded(purpose: str, seed: int, *index: int | str) -> Iterator[None]:
-    """Run the block (e.g. a model's construction) under torch's global RNG seeded from the stream
-    member, restoring the caller's RNG state afterwards."""
+@dataclass(frozen=True)
+class ModelShape:
+    """What a classifier is built for when no :class:`RealData` is at hand: the image shape
+    ``(C, H, W)`` and the number of classes (the two things :func:`seeded_model` reads)."""
+
+    image_shape: tuple[int, int, int]
+    num_classes: int
+
+
+def seeded_model(name: str, real: RealData | ModelShape, seed: int | torch.Generator | None,
+                 device: torch.device | str | None = None) -> nn.Module:
+    """``create_model(name)`` for ``real``'s images and classes, its initialisation drawn from ``seed``.
+
+    Every model distilkit initialises is made here, under a fork of torch's global CPU RNG, so the
+    caller's random stream never moves (a resumed run or an audit draws exactly what an
+    uninterrupted one does). ``seed`` is an int (e.g. :func:`derive_seed` of a named stream), a
+    ``torch.Generator`` (one 62-bit seed is drawn from it: the methods' per-iteration generators),
+    or ``None`` when only the architecture matters (its parameter names and shapes). The model is
+    moved to ``device`` when one is given.
+    """
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derive_seed(purpose, seed, *index))
-        yield
+        if isinstance(seed, torch.Generator):
+            torch.manual_seed(int(torch.randint(2**62, (1,), generator=seed)))
+        elif seed is not None:
+            torch.manual_seed(seed)
+        c, h, w = real.image_shape
+        model = create_model(name, c, real.num_classes, (h, w))
+    return model if device is None else model.to(device)

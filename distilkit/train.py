@@ -18,10 +18,9 @@ from torch import nn
 
 from distilkit.data.dsa import DEFAULT_STRATEGY, DSA
 from distilkit.errors import ConfigError
-from distilkit.models import create_model
 from distilkit.presets import check_preset, check_preset_keys
+from distilkit.seeding import ModelShape, derive_seed, seeded_model
 from distilkit.seeding import generator as seed_generator
-from distilkit.seeding import seeded
 
 
 @dataclass
@@ -181,8 +180,8 @@ def train_and_test(
     """One evaluation run: fresh model, train, return test accuracy. ``seed`` is the run's seed (a
     member of a named stream, see :mod:`distilkit.seeding`); the initialisation and the data order
     come from two independent streams derived from it."""
-    with seeded("model-init", seed):
-        model = create_model(model_name or cfg.model, images.shape[1], num_classes, tuple(images.shape[2:]))
+    model = seeded_model(model_name or cfg.model, ModelShape(tuple(images.shape[1:]), num_classes),
+                         derive_seed("model-init", seed))
     generator = seed_generator("data-order", seed)
     train_model(model, images, targets, cfg, generator, lr=lr, device=device, optimizer=optimizer)
     return accuracy(model, test_images, test_labels, device=device)

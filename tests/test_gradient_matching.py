@@ -10,7 +10,7 @@ from distilkit.data.dsa import DSA
 from distilkit.errors import DistilkitError
 from distilkit.methods import RunContext, get_method
 from distilkit.methods import gradient_matching as gm
-from distilkit.methods.learnable import seeded_model
+from distilkit.seeding import seeded_model
 
 
 def run(name, real, accelerator, seed=0, ipc=2, checkpointer=None, resume=False, **args):

@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 import torch
 
-from distilkit.seeding import derive_seed, generator, seeded
+from distilkit.seeding import ModelShape, derive_seed, generator, seeded_model
 
 
 def test_derive_seed_is_stable_63_bit_and_separates_purposes_and_indices():
@@ -20,11 +20,10 @@ def test_derive_seed_is_stable_63_bit_and_separates_purposes_and_indices():
     assert a not in others and len(others) == 5
     assert torch.equal(torch.rand(3, generator=generator("x", 5)), torch.rand(3, generator=generator("x", 5)))
     state = torch.random.get_rng_state()
-    with seeded("x", 5):
-        first = torch.rand(2)
+    first = seeded_model("convnet-w8-d2", ModelShape((1, 8, 8), 3), derive_seed("x", 5))
     assert torch.equal(torch.random.get_rng_state(), state)  # the caller's RNG is left alone
-    with seeded("x", 5):
-        assert torch.equal(torch.rand(2), first)
+    again = seeded_model("convnet-w8-d2", ModelShape((1, 8, 8), 3), derive_seed("x", 5))
+    assert all(torch.equal(a, b) for a, b in zip(first.parameters(), again.parameters(), strict=True))
     with pytest.raises(ValueError):
         derive_seed("a|b", 0)
 

@@ -10,6 +10,7 @@ import torch
 from tqdm.auto import tqdm
 
 from distilkit.data.pixel_space import PixelSpace
+from distilkit.outputs import write_atomic
 
 Job = TypeVar("Job")
 
@@ -53,7 +54,5 @@ def pyplot():
 def save_figure(fig, out_dir: Path, name: str) -> str:
     """Save under a temporary name and rename (atomic); return the path relative to the set folder."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / f".{name}.tmp.png"
-    fig.savefig(tmp, dpi=90, bbox_inches="tight")
-    tmp.replace(out_dir / name)
+    write_atomic(out_dir / name, lambda tmp: fig.savefig(tmp, dpi=90, bbox_inches="tight"))
     return f"{out_dir.name}/{name}"

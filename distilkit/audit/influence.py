@@ -33,8 +33,6 @@ the main process gathers the matrix and does the rest.
 
 from __future__ import annotations
 
-import os
-
 import torch
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
@@ -49,6 +47,7 @@ from distilkit.audit.stats import OPEN, outcome_from_test, paired_test, sign_tes
 from distilkit.data.real import RealData
 from distilkit.distilled import DistilledSet
 from distilkit.errors import DistilkitError
+from distilkit.outputs import write_atomic
 from distilkit.seeding import derive_seed
 from distilkit.seeding import generator as seed_generator
 from distilkit.train import TrainConfig
@@ -236,14 +235,12 @@ def audit_influence(dset: DistilledSet, real: RealData, cfg: dict, ctx: AuditCon
     influence, correlation, checked, exact_checked, _ = measured
 
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = ctx.out_dir / f".{ARTIFACT}.tmp{os.getpid()}"
     tensors = {"influence": influence.contiguous(), "distilled_labels": labels.contiguous(),
                "test_labels": test_labels.contiguous()}
     if baseline is not None:
         tensors |= {"random_real_influence": baseline[0].contiguous(), "random_real_labels": base_labels.contiguous()}
-    save_file(tensors, str(tmp), metadata={"estimator": estimator,
-                                           "definition": "loss_t(without i) - loss_t(with all)"})
-    os.replace(tmp, ctx.out_dir / ARTIFACT)
+    write_atomic(ctx.out_dir / ARTIFACT, lambda tmp: save_file(tensors, str(tmp), metadata={
+        "estimator": estimator, "definition": "loss_t(without i) - loss_t(with all)"}))
 
     feature_model, _ = ctx.models.get(real, cfg["coherence_model"], panel_protocol(cfg["coherence_model"],
                                       cfg["coherence_epochs"]), ctx.seed, ctx.device)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +22,8 @@ from torch import nn
 
 from distilkit.cache import cache_dir
 from distilkit.data.real import RealData
-from distilkit.models import create_model
-from distilkit.seeding import STREAM_VERSION, seeded
+from distilkit.outputs import atomic_path, write_atomic
+from distilkit.seeding import STREAM_VERSION, derive_seed, seeded_model
 from distilkit.seeding import generator as seed_generator
 from distilkit.train import TrainConfig, accuracy, train_model
 
@@ -53,9 +52,7 @@ class RealModelCache:
                                          "seed": seed, "seed_streams": STREAM_VERSION},
                                         sort_keys=True).encode()).hexdigest()[:32]
         path = self.root / f"{key}.safetensors"
-        c, h, w = real.image_shape
-        with seeded("real-model", seed, model_name, "init"):
-            model = create_model(model_name, c, real.num_classes, (h, w))
+        model = seeded_model(model_name, real, derive_seed("real-model", seed, model_name, "init"))
         if path.is_file():
             self.hits += 1
             model.load_state_dict(load_file(str(path)))
@@ -68,12 +65,11 @@ class RealModelCache:
         test_images, test_labels = real.test_set()
         test_acc = accuracy(model, test_images, test_labels, device=device)
         self.root.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
         meta = {"model": model_name, "protocol": protocol.to_dict(), "seed": seed, "test_accuracy": test_acc,
                 "source": real.info.get("id")}
-        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp),
-                  metadata={"distilkit": json.dumps(meta)})
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp),
+                      metadata={"distilkit": json.dumps(meta)})
         return model.eval(), test_acc
 
 
@@ -105,8 +101,6 @@ def cached_tensors(cache: RealModelCache, real: RealData, kind: str, spec: dict,
     if not write:
         return tensors
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp),
-              metadata={"distilkit": json.dumps({"kind": kind, "spec": spec, "seed": seed}, default=str)})
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata={
+        "distilkit": json.dumps({"kind": kind, "spec": spec, "seed": seed}, default=str)}))
     return tensors

@@ -13,13 +13,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from distilkit import seeding
 from distilkit.audit.common import share
 from distilkit.audit.real_models import RealModelCache, cached_tensors
 from distilkit.data.real import RealData
 from distilkit.distilled import DistilledSet
 from distilkit.errors import ConfigError
-from distilkit.models import create_model
-from distilkit.seeding import derive_seed, seeded
+from distilkit.seeding import derive_seed
 from distilkit.seeding import generator as seed_generator
 from distilkit.train import TrainConfig, train_model, training_steps
 
@@ -29,11 +29,9 @@ STUDY_DISTILLED = {**STUDY_REAL, "iterations": 300, "batch_size": None}
 
 
 def seeded_model(name: str, real: RealData, seed: int, purpose: str = "audit-model", *index: int | str) -> nn.Module:
-    """A fresh model for ``real`` initialised from member ``index`` of seed stream ``purpose`` under
-    ``seed`` (:mod:`distilkit.seeding`)."""
-    c, h, w = real.image_shape
-    with seeded(purpose, seed, *index, "init"):
-        return create_model(name, c, real.num_classes, (h, w))
+    """:func:`distilkit.seeding.seeded_model` for ``real``, initialised from member ``index`` of seed
+    stream ``purpose`` under ``seed``."""
+    return seeding.seeded_model(name, real, derive_seed(purpose, seed, *index, "init"))
 
 
 @torch.no_grad()

@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-import os
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -29,12 +28,12 @@ from typing import Any
 from distilkit import jsonio
 from distilkit.audit.real_models import RealModelCache
 from distilkit.audit.registry import TRAINING_DEFAULTS, AuditContext, AuditSpec, Table, get_audit, list_audits
-from distilkit.card import read_card, replace_section, write_text_atomic
+from distilkit.card import read_card, replace_section
 from distilkit.data.real import RealData
 from distilkit.distilled import DistilledSet
 from distilkit.errors import DistilkitError
 from distilkit.evaluate import real_for_set
-from distilkit.outputs import FolderLock, check_output_folder, is_distilkit_set, lock_path, lock_timeout
+from distilkit.outputs import FolderLock, check_output_folder, is_distilkit_set, lock_path, lock_timeout, write_atomic
 from distilkit.presets import check_preset
 from distilkit.runtime import distilkit_version, make_accelerator
 
@@ -276,30 +275,19 @@ def _merge_and_write(folder: Path, new: AuditReport) -> dict:
     for rel, data in new.files.items():
         path = folder / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        _write_bytes_atomic(path, data)
+        write_atomic(path, data)
     report = load_report(folder)
     report.setdefault("audits", {}).update(new.audits)
     report.update({"distilkit_version": distilkit_version(),
                    "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                    "set": str(folder), "source": new.source, "model_cache": new.model_cache})
     report = {k: report[k] for k in ("distilkit_version", "created", "set", "source", "model_cache", "audits")}
-    (folder / REPORT_FILE).parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(folder / REPORT_FILE, jsonio.dumps(report, indent=2, default=str))
+    write_atomic(folder / REPORT_FILE, jsonio.dumps(report, indent=2, default=str))
     card = read_card(folder)
     meta = card.data.get("distilkit")
     meta["audits"] = card_audit_entries(report)
     card.data["distilkit"] = meta
     card.text = replace_section(card.text, "audit", audit_markdown(report))
-    write_text_atomic(folder / "README.md", str(card))
+    write_atomic(folder / "README.md", str(card))
     return report
 
-
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -25,6 +25,7 @@ from distilkit.data.pixel_space import PixelSpace
 from distilkit.data.real import RealData
 from distilkit.data.zca import ZCA
 from distilkit.errors import ConfigError, DistilkitError, SourceError
+from distilkit.outputs import write_atomic
 
 EMBEDDED = "embedded"
 EMBEDDED_DIR = Path(__file__).parent / "embedded" / "fashion_mnist"
@@ -309,10 +310,9 @@ def _hf_source(cfg: SourceConfig, dataset=None) -> tuple[dict, list[str], dict, 
     if cache_file is None:
         return tensors, names, info, test_name
     cache_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache_file.with_suffix(f".tmp{os.getpid()}")
     blob = torch.frombuffer(bytearray(json.dumps({"class_names": names}).encode()), dtype=torch.uint8)
-    save_file({**{k: v.contiguous() for k, v in tensors.items()}, "_meta": blob}, str(tmp))
-    os.replace(tmp, cache_file)
+    write_atomic(cache_file, lambda tmp: save_file({**{k: v.contiguous() for k, v in tensors.items()}, "_meta": blob},
+                                                   str(tmp)))
     return tensors, names, info, test_name
 
 

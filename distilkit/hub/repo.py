@@ -11,7 +11,6 @@ local set folder, so commands that write into the set never touch the cache.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import shutil
 import tempfile
@@ -23,6 +22,7 @@ from pathlib import Path
 
 from distilkit.cache import cache_dir
 from distilkit.errors import ConfigError, DistilkitError, HubError
+from distilkit.outputs import write_atomic
 from distilkit.validation import env_number
 
 REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
@@ -237,15 +237,8 @@ def download(ref: HubRef, token: str | None, local_only: bool = False) -> tuple[
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
     ref_file.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(ref_file, sha)
+    write_atomic(ref_file, sha)
     return final, sha
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def build_view(snapshot: Path, ref: HubRef, dest: Path) -> str:

@@ -28,13 +28,14 @@ import math
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call
-from tqdm.auto import tqdm
 
 from distilkit.data.real import RealData
 from distilkit.errors import DistilkitError
-from distilkit.methods.learnable import label_logits, load_optimizer_tensors, optimizer_tensors, seeded_model
+from distilkit.methods._loop import LearningLoop
+from distilkit.methods.learnable import LearnedTensors, label_logits
 from distilkit.methods.registry import MethodOutput, RunContext, register_method
-from distilkit.methods.synthetic import initial_images
+from distilkit.methods.synthetic import learnable_images
+from distilkit.seeding import seeded_model
 from distilkit.train import soft_cross_entropy
 
 State = tuple[list[torch.Tensor], list[torch.Tensor]]  # (parameters, momentum buffers)
@@ -75,8 +76,7 @@ State = tuple[list[torch.Tensor], list[torch.Tensor]]  # (parameters, momentum b
 def distill_bptt(real: RealData, ipc: int, cfg: dict, ctx: RunContext) -> MethodOutput:
     _check(cfg)
     num_classes, device, acc = real.num_classes, ctx.device, ctx.accelerator
-    syn_labels = torch.arange(num_classes).repeat_interleave(ipc)
-    images = initial_images(real, ipc, cfg["init"], ctx.step_generator(-1)).to(device).requires_grad_(True)
+    syn_labels, images = learnable_images(real, ipc, cfg["init"], ctx)
     logits = label_logits(syn_labels, num_classes, cfg["label_confidence"]).to(device)
     log_lr = torch.tensor(math.log(cfg["lr_inner"]), device=device)
     learned = {"images": images, "logits": logits.requires_grad_(cfg["learn_labels"]),
@@ -87,47 +87,26 @@ def distill_bptt(real: RealData, ipc: int, cfg: dict, ctx: RunContext) -> Method
     if cfg["learn_lr"]:
         groups.append({"params": [log_lr], "lr": cfg["lr_lr"]})
     optimizer = torch.optim.Adam(groups)
-    history: dict[str, list[float]] = {"iteration": [], "loss": [], "lr": []}
-    start = 0
-    if ctx.resume and ctx.checkpointer is not None and (saved := ctx.checkpointer.load()) is not None:
-        tensors, state = saved
-        with torch.no_grad():
-            for name, tensor in learned.items():
-                tensor.copy_(tensors[name].to(device))
-        load_optimizer_tensors(optimizer, learned, tensors)
-        start, history = state["step"], state["history"]
+    loop = LearningLoop("bptt", ctx, cfg, {"loss": "real loss", "lr": "learned lr"},
+                        hint="lower lr_inner, lr_lr or lr_images")
+    rank_slice = loop.rank_slice(cfg["batch_real"])
 
-    per_rank = -(-cfg["batch_real"] // acc.num_processes)
-    rank_slice = slice(acc.process_index * per_rank, (acc.process_index + 1) * per_rank)
-    bar = tqdm(range(start, cfg["iterations"]), desc="bptt", disable=not ctx.show_progress,
-               initial=start, total=cfg["iterations"])
-    for it in bar:
-        if ctx.checkpointer is not None and ctx.checkpointer.due(it, cfg["iterations"]) and it > start:
-            if acc.is_main_process:
-                ctx.checkpointer.save({**learned, **optimizer_tensors(optimizer, learned)},
-                                      {"step": it, "history": history})
-        generator = ctx.step_generator(it)
+    def step(it: int, generator: torch.Generator) -> dict[str, float]:
         net = seeded_model(cfg["model"], real, generator, device)
         indices = real.sample_per_class(cfg["batch_real"], generator)[:, rank_slice].reshape(-1)
         x_real, y_real = real.batch(indices).to(device), real.train_labels[indices].to(device)
         optimizer.zero_grad(set_to_none=True)
         loss = unrolled_backward(net, images, torch.softmax(logits, 1), log_lr, x_real, y_real, cfg["inner_steps"],
                                  cfg["truncate"], cfg["checkpoint_segment"], cfg["inner_momentum"])
-        if acc.num_processes > 1:  # the mean of the ranks' shares: every rank logs and checks the same value
-            loss = float(acc.reduce(torch.tensor(loss, device=device), "mean"))
-        if not math.isfinite(loss):
-            raise DistilkitError(f"bptt: the real loss became {loss} at iteration {it} (learned lr "
-                                 f"{float(log_lr.detach().exp()):.3g}); lower lr_inner, lr_lr or lr_images")
         if acc.num_processes > 1:  # each rank evaluates its own share of the real batch
+            loss = float(acc.reduce(torch.tensor(loss, device=device), "mean"))
             for tensor in learned.values():
                 if tensor.grad is not None:
                     tensor.grad = acc.reduce(tensor.grad, "mean")
         optimizer.step()
-        if it % cfg["log_every"] == 0 or it == cfg["iterations"] - 1:
-            history["iteration"].append(it)
-            history["loss"].append(loss)
-            history["lr"].append(float(log_lr.detach().exp()))
-            bar.set_postfix(loss=f"{loss:.3f}", lr=f"{history['lr'][-1]:.4f}")
+        return {"loss": loss, "lr": float(log_lr.detach().exp())}
+
+    history = loop.run(step, LearnedTensors(learned, {"opt": (optimizer, learned)}))
     soft = torch.softmax(logits.detach(), 1).cpu() if cfg["learn_labels"] else None
     learned_lr = float(log_lr.detach().exp()) if cfg["learn_lr"] else None
     return MethodOutput(images=images.detach().cpu(), labels=syn_labels, soft_labels=soft, learned_lr=learned_lr,

@@ -16,18 +16,21 @@ as in DM).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from distilkit.data.dsa import DEFAULT_STRATEGY, DSA
 from distilkit.data.real import RealData
 from distilkit.errors import DistilkitError
+from distilkit.methods._loop import LearningLoop
 from distilkit.methods.dm import CPU_REAL_CHUNK, _chunk_size
-from distilkit.methods.learnable import seeded_model
+from distilkit.methods.learnable import MomentumImages
 from distilkit.methods.registry import MethodOutput, RunContext, register_method
-from distilkit.methods.synthetic import initial_images
+from distilkit.methods.synthetic import learnable_images
 from distilkit.models.convnet import ConvNet
+from distilkit.seeding import seeded_model
 
 
 @register_method(
@@ -62,37 +65,23 @@ from distilkit.models.convnet import ConvNet
 def distill_cafe(real: RealData, ipc: int, cfg: dict, ctx: RunContext) -> MethodOutput:
     _check(cfg)
     num_classes, device, acc = real.num_classes, ctx.device, ctx.accelerator
-    syn_labels = torch.arange(num_classes).repeat_interleave(ipc)
-    images = initial_images(real, ipc, cfg["init"], ctx.step_generator(-1)).to(device).requires_grad_(True)
+    syn_labels, images = learnable_images(real, ipc, cfg["init"], ctx)
     optimizer = torch.optim.SGD([images], lr=cfg["lr_images"], momentum=cfg["momentum"])
     dsa = DSA(cfg["dsa_strategy"]) if cfg["dsa"] else None
-    history: dict[str, list[float]] = {"iteration": [], "loss": [], "layer_loss": [], "disc_loss": []}
-    start, net, saved_net = 0, None, None
-    if ctx.resume and ctx.checkpointer is not None and (saved := ctx.checkpointer.load()) is not None:
-        tensors, state = saved
-        with torch.no_grad():
-            images.copy_(tensors["images"].to(device))
-        if "momentum" in tensors:
-            optimizer.state[images]["momentum_buffer"] = tensors["momentum"].to(device)
-        saved_net = {k[4:]: v for k, v in tensors.items() if k.startswith("net.")}
-        start, history = state["step"], state["history"]
 
-    per_rank = -(-cfg["batch_real"] // acc.num_processes)
-    rank_slice = slice(acc.process_index * per_rank, (acc.process_index + 1) * per_rank)
-    bar = tqdm(range(start, cfg["iterations"]), desc="cafe", disable=not ctx.show_progress,
-               initial=start, total=cfg["iterations"])
-    for it in bar:
-        block = it - it % cfg["outer_loop"]
-        if net is None or it == block:
-            net = seeded_model(cfg["model"], real, ctx.step_generator(block, stream=2), device)
-            if not isinstance(net, ConvNet):
-                raise DistilkitError(f"cafe needs a ConvNet (layer-wise features); got model {cfg['model']!r}")
-            if saved_net and it != block:
-                net.load_state_dict(saved_net)
-            saved_net = None
-        if ctx.checkpointer is not None and ctx.checkpointer.due(it, cfg["iterations"]) and it > start:
-            _save(ctx, images, optimizer, net, it, history)
-        generator = ctx.step_generator(it)
+    def fresh_net(block: int) -> ConvNet:
+        net = seeded_model(cfg["model"], real, ctx.step_generator(block, stream=2), device)
+        if not isinstance(net, ConvNet):
+            raise DistilkitError(f"cafe needs a ConvNet (layer-wise features); got model {cfg['model']!r}")
+        return net
+
+    state = _CafeState(images, optimizer, cfg["outer_loop"], fresh_net)
+    logged = {"loss": "loss", "layer_loss": "layer loss", "disc_loss": "discrimination loss"}
+    loop = LearningLoop("cafe", ctx, cfg, logged, hint="lower lr_images or lr_net")
+    rank_slice = loop.rank_slice(cfg["batch_real"])
+
+    def step(it: int, generator: torch.Generator) -> dict[str, float]:
+        net = state.network(it)
         indices = real.sample_per_class(cfg["batch_real"], generator)[:, rank_slice]
         params = dsa.sample(num_classes, generator) if dsa is not None else None
         optimizer.zero_grad(set_to_none=True)
@@ -101,13 +90,44 @@ def distill_cafe(real: RealData, ipc: int, cfg: dict, ctx: RunContext) -> Method
         optimizer.step()
         if cfg["inner_steps"] > 0:
             _train_net(net, images.detach(), syn_labels.to(device), dsa, cfg, ctx.step_generator(it, stream=1))
-        if it % cfg["log_every"] == 0 or it == cfg["iterations"] - 1:
-            history["iteration"].append(it)
-            history["loss"].append(layer_loss + cfg["beta"] * disc_loss)
-            history["layer_loss"].append(layer_loss)
-            history["disc_loss"].append(disc_loss)
-            bar.set_postfix(layers=f"{layer_loss:.3f}", disc=f"{disc_loss:.3f}")
+        return {"loss": layer_loss + cfg["beta"] * disc_loss, "layer_loss": layer_loss, "disc_loss": disc_loss}
+
+    history = loop.run(step, state)
     return MethodOutput(images=images.detach().cpu(), labels=syn_labels, history=history)
+
+
+class _CafeState(MomentumImages):
+    """The images, their momentum and CAFE's current network (``net.*``), which lives for
+    ``outer_loop`` iterations: a block of iterations starting at a multiple of it.
+
+    The network is saved as it is when the checkpoint is written (before the step of that
+    iteration); a resumed run loads it unless the step starts a new block, which draws a fresh one.
+    """
+
+    def __init__(self, images: torch.Tensor, optimizer: torch.optim.Optimizer, outer_loop: int,
+                 fresh: Callable[[int], ConvNet]) -> None:
+        super().__init__(images, optimizer)
+        self.outer_loop, self.fresh = outer_loop, fresh
+        self.net: ConvNet | None = None
+        self.saved_net: dict[str, torch.Tensor] | None = None
+
+    def network(self, it: int) -> ConvNet:
+        """The network of iteration ``it``: ``fresh(block)`` at a block's start (and at a resume,
+        with the saved weights inside a block), else the one trained so far."""
+        block = it - it % self.outer_loop
+        if self.net is None or it == block:
+            net = self.fresh(block)
+            if self.saved_net and it != block:
+                net.load_state_dict(self.saved_net)
+            self.net, self.saved_net = net, None
+        return self.net
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {**super().tensors(), **{f"net.{k}": v for k, v in self.net.state_dict().items()}}
+
+    def restore(self, tensors: dict[str, torch.Tensor], state: dict) -> None:
+        super().restore(tensors, state)
+        self.saved_net = {k[4:]: v for k, v in tensors.items() if k.startswith("net.")}
 
 
 def cafe_step(net: ConvNet, real: RealData, indices: torch.Tensor, images: torch.Tensor,
@@ -174,14 +194,3 @@ def _check(cfg: dict) -> None:
         raise DistilkitError("cafe: outer_loop must be >= 1 and inner_steps >= 0")
     if cfg["temperature"] <= 0:
         raise DistilkitError(f"cafe: temperature must be > 0, got {cfg['temperature']}")
-
-
-def _save(ctx: RunContext, images: torch.Tensor, optimizer: torch.optim.Optimizer, net: ConvNet, step: int,
-          history: dict) -> None:
-    if not ctx.accelerator.is_main_process:
-        return
-    tensors = {"images": images, **{f"net.{k}": v for k, v in net.state_dict().items()}}
-    buffer = optimizer.state.get(images, {}).get("momentum_buffer")
-    if buffer is not None:
-        tensors["momentum"] = buffer
-    ctx.checkpointer.save(tensors, {"step": step, "history": history})

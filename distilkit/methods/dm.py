@@ -12,14 +12,15 @@ processes, so every rank computes the same loss on the same synthetic images.
 from __future__ import annotations
 
 import torch
-from tqdm.auto import tqdm
 
 from distilkit.data.dsa import DEFAULT_STRATEGY, DSA
 from distilkit.data.real import RealData
+from distilkit.methods._loop import LearningLoop
+from distilkit.methods.learnable import MomentumImages
 from distilkit.methods.registry import MethodOutput, RunContext, register_method
-from distilkit.methods.synthetic import initial_images
-from distilkit.models import create_model
+from distilkit.methods.synthetic import learnable_images
 from distilkit.models.device_policy import device_policy
+from distilkit.seeding import seeded_model
 
 CPU_REAL_CHUNK, CPU_SYN_CHUNK = 32, 64
 
@@ -53,43 +54,24 @@ CPU_REAL_CHUNK, CPU_SYN_CHUNK = 32, 64
 def distill_dm(real: RealData, ipc: int, cfg: dict, ctx: RunContext) -> MethodOutput:
     num_classes, device = real.num_classes, ctx.device
     acc = ctx.accelerator
-    syn_labels = torch.arange(num_classes).repeat_interleave(ipc)
-    images = initial_images(real, ipc, cfg["init"], ctx.step_generator(-1)).to(device).requires_grad_(True)
+    syn_labels, images = learnable_images(real, ipc, cfg["init"], ctx)
     optimizer = torch.optim.SGD([images], lr=cfg["lr_images"], momentum=cfg["momentum"])
     dsa = DSA(cfg["dsa_strategy"]) if cfg["dsa"] else None
-    history: dict[str, list[float]] = {"iteration": [], "loss": []}
-    start = 0
-    if ctx.resume and ctx.checkpointer is not None and (saved := ctx.checkpointer.load()) is not None:
-        tensors, state = saved
-        with torch.no_grad():
-            images.copy_(tensors["images"].to(device))
-        if "momentum" in tensors:
-            optimizer.state[images]["momentum_buffer"] = tensors["momentum"].to(device)
-        start, history = state["step"], state["history"]
-
+    loop = LearningLoop("dm", ctx, cfg, {"loss": "matching loss"}, hint="lower lr_images")
     # Each rank embeds its share of every class's real batch; class sums are all-reduced.
-    per_rank = -(-cfg["batch_real"] // acc.num_processes)
-    rank_slice = slice(acc.process_index * per_rank, (acc.process_index + 1) * per_rank)
-    bar = tqdm(range(start, cfg["iterations"]), desc="dm", disable=not ctx.show_progress,
-               initial=start, total=cfg["iterations"])
-    for it in bar:
-        if ctx.checkpointer is not None and ctx.checkpointer.due(it, cfg["iterations"]) and it > start:
-            _save(ctx, images, optimizer, it, history)
-        generator = ctx.step_generator(it)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
-            net = create_model(cfg["model"], images.shape[1], num_classes, tuple(images.shape[2:]))
-        net.to(device).requires_grad_(False)
+    rank_slice = loop.rank_slice(cfg["batch_real"])
+
+    def step(it: int, generator: torch.Generator) -> dict[str, float]:
+        net = seeded_model(cfg["model"], real, generator, device).requires_grad_(False)
         indices = real.sample_per_class(cfg["batch_real"], generator)[:, rank_slice]
         params = dsa.sample(num_classes, generator) if dsa is not None else None
         optimizer.zero_grad(set_to_none=True)
         loss = matching_step(net, real, indices, images, syn_labels, dsa, params, acc, cfg["batch_real"],
                              cfg["real_chunk"], cfg["syn_chunk"])
         optimizer.step()
-        if it % cfg["log_every"] == 0 or it == cfg["iterations"] - 1:
-            history["iteration"].append(it)
-            history["loss"].append(loss)
-            bar.set_postfix(loss=f"{history['loss'][-1]:.3f}")
+        return {"loss": loss}
+
+    history = loop.run(step, MomentumImages(images, optimizer))
     return MethodOutput(images=images.detach().cpu(), labels=syn_labels, history=history)
 
 
@@ -142,14 +124,3 @@ def matching_step(net: torch.nn.Module, real: RealData, indices: torch.Tensor, i
         loss.backward()
         total += loss.item()
     return total
-
-
-def _save(ctx: RunContext, images: torch.Tensor, optimizer: torch.optim.Optimizer, step: int,
-          history: dict) -> None:
-    if not ctx.accelerator.is_main_process:
-        return
-    tensors = {"images": images}
-    buffer = optimizer.state.get(images, {}).get("momentum_buffer")
-    if buffer is not None:
-        tensors["momentum"] = buffer
-    ctx.checkpointer.save(tensors, {"step": step, "history": history})

@@ -12,7 +12,7 @@ import torch
 
 from distilkit.data.real import RealData
 from distilkit.methods.registry import MethodOutput, RunContext
-from distilkit.models import create_model
+from distilkit.seeding import seeded_model
 from distilkit.train import TrainConfig, train_model
 
 FEATURE_DEFAULTS = {"model": "convnet", "feature_epochs": 5, "feature_batch": 256}
@@ -23,10 +23,7 @@ FEATURE_SOURCES = {"model": "DC paper's coreset baselines: features of a real-tr
 
 def class_features(real: RealData, cfg: dict, ctx: RunContext) -> tuple[torch.Tensor, torch.Tensor]:
     """Train a feature ConvNet on real data; return padded features [K, M, D] and mask [K, M]."""
-    c, h, w = real.image_shape
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(ctx.seed)
-        net = create_model(cfg["model"], c, real.num_classes, (h, w))
+    net = seeded_model(cfg["model"], real, ctx.seed)
     if cfg["feature_epochs"] > 0:
         protocol = TrainConfig(model=cfg["model"], epochs=cfg["feature_epochs"], batch_size=cfg["feature_batch"],
                                lr=0.01, momentum=0.9, weight_decay=5e-4, dsa=False)

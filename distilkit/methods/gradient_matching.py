@@ -28,15 +28,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
-from tqdm.auto import tqdm
 
 from distilkit.data.dsa import DEFAULT_STRATEGY, DSA, DSAParams
 from distilkit.data.real import RealData
 from distilkit.errors import DistilkitError
-from distilkit.methods.learnable import seeded_model
+from distilkit.methods._loop import LearningLoop
+from distilkit.methods.learnable import MomentumImages
 from distilkit.methods.registry import MethodOutput, RunContext, register_method
-from distilkit.methods.synthetic import initial_images
+from distilkit.methods.synthetic import learnable_images
 from distilkit.models.device_policy import device_policy
+from distilkit.seeding import seeded_model
 
 STRATEGIES = ("auto", "vmap", "loop")
 COSINE_EPS = 1e-6  # DC's distance_wb adds 1e-6 to the product of the norms
@@ -116,29 +117,14 @@ def distill_gradient_matching(real: RealData, ipc: int, cfg: dict, ctx: RunConte
     """The DC/DSA loop shared by both registrations (see the module docstring)."""
     _check(cfg, real, name)
     num_classes, device, acc = real.num_classes, ctx.device, ctx.accelerator
-    syn_labels = torch.arange(num_classes).repeat_interleave(ipc)
-    images = initial_images(real, ipc, cfg["init"], ctx.step_generator(-1)).to(device).requires_grad_(True)
+    syn_labels, images = learnable_images(real, ipc, cfg["init"], ctx)
     optimizer = torch.optim.SGD([images], lr=cfg["lr_images"], momentum=cfg["momentum"])
-    history: dict[str, list[float]] = {"iteration": [], "loss": []}
-    start = 0
-    if ctx.resume and ctx.checkpointer is not None and (saved := ctx.checkpointer.load()) is not None:
-        tensors, state = saved
-        with torch.no_grad():
-            images.copy_(tensors["images"].to(device))
-        if "momentum" in tensors:
-            optimizer.state[images]["momentum_buffer"] = tensors["momentum"].to(device)
-        start, history = state["step"], state["history"]
-
     strategy = resolve_strategy(cfg["gradient_strategy"], device)
-    per_rank = -(-cfg["batch_real"] // acc.num_processes)
-    rank_slice = slice(acc.process_index * per_rank, (acc.process_index + 1) * per_rank)
+    loop = LearningLoop(name, ctx, cfg, {"loss": "matching loss"}, hint="lower lr_images or lr_net")
+    rank_slice = loop.rank_slice(cfg["batch_real"])
     labels_dev = syn_labels.to(device)
-    bar = tqdm(range(start, cfg["iterations"]), desc=name, disable=not ctx.show_progress,
-               initial=start, total=cfg["iterations"])
-    for it in bar:
-        if ctx.checkpointer is not None and ctx.checkpointer.due(it, cfg["iterations"]) and it > start:
-            _save(ctx, images, optimizer, it, history)
-        generator = ctx.step_generator(it)
+
+    def step(it: int, generator: torch.Generator) -> dict[str, float]:
         net = seeded_model(cfg["model"], real, ctx.step_generator(it, stream=2), device)
         if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules()):
             raise DistilkitError(f"{name}: BatchNorm networks are not supported (model {cfg['model']!r}); "
@@ -155,10 +141,9 @@ def distill_gradient_matching(real: RealData, ipc: int, cfg: dict, ctx: RunConte
             if outer < cfg["outer_loop"] - 1:
                 train_on_synthetic(net, net_opt, images.detach(), labels_dev, cfg["inner_loop"], cfg["batch_train"],
                                    dsa, generator)
-        if it % cfg["log_every"] == 0 or it == cfg["iterations"] - 1:
-            history["iteration"].append(it)
-            history["loss"].append(total / (num_classes * cfg["outer_loop"]))
-            bar.set_postfix(loss=f"{history['loss'][-1]:.4f}")
+        return {"loss": total / (num_classes * cfg["outer_loop"])}
+
+    history = loop.run(step, MomentumImages(images, optimizer))
     return MethodOutput(images=images.detach().cpu(), labels=syn_labels, history=history)
 
 
@@ -291,13 +276,3 @@ def _check(cfg: dict, real: RealData, name: str) -> None:
     if cfg["inner_loop"] < 0 or cfg["class_chunk"] < 0 or cfg["iterations"] < 0:
         raise DistilkitError(f"{name}: iterations, inner_loop and class_chunk must be >= 0")
     real.require_per_class(int(cfg["batch_real"]), f"{name}: batch_real")
-
-
-def _save(ctx: RunContext, images: torch.Tensor, optimizer: torch.optim.Optimizer, step: int, history: dict) -> None:
-    if not ctx.accelerator.is_main_process:
-        return
-    tensors = {"images": images}
-    buffer = optimizer.state.get(images, {}).get("momentum_buffer")
-    if buffer is not None:
-        tensors["momentum"] = buffer
-    ctx.checkpointer.save(tensors, {"step": step, "history": history})

@@ -34,14 +34,15 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from distilkit.data.dsa import DEFAULT_STRATEGY, DSA, DSAParams
 from distilkit.data.real import RealData
 from distilkit.errors import DistilkitError
-from distilkit.methods.learnable import label_logits, load_optimizer_tensors, optimizer_tensors, seeded_model
+from distilkit.methods._loop import LearningLoop
+from distilkit.methods.learnable import LearnedTensors, label_logits, load_optimizer_tensors, optimizer_tensors
 from distilkit.methods.registry import MethodOutput, RunContext, register_method
-from distilkit.methods.synthetic import initial_images
+from distilkit.methods.synthetic import learnable_images
+from distilkit.seeding import seeded_model
 from distilkit.train import soft_cross_entropy
 
 KERNELS = ("frepo", "random-features")
@@ -90,8 +91,7 @@ RENAMED_KERNELS = {"kip": "random-features"}
 def distill_krr(real: RealData, ipc: int, cfg: dict, ctx: RunContext) -> MethodOutput:
     _check(cfg)
     num_classes, device, acc = real.num_classes, ctx.device, ctx.accelerator
-    syn_labels = torch.arange(num_classes).repeat_interleave(ipc)
-    images = initial_images(real, ipc, cfg["init"], ctx.step_generator(-1)).to(device).requires_grad_(True)
+    syn_labels, images = learnable_images(real, ipc, cfg["init"], ctx)
     logits = label_logits(syn_labels, num_classes, cfg["label_confidence"]).to(device)
     logits.requires_grad_(cfg["learn_labels"])
     groups = [{"params": [images], "lr": cfg["lr_images"]}]
@@ -101,26 +101,11 @@ def distill_krr(real: RealData, ipc: int, cfg: dict, ctx: RunContext) -> MethodO
     learned = {"images": images, "logits": logits}
     pool = _Pool(real, cfg, ctx) if cfg["kernel"] == "frepo" else None
     dsa = DSA(cfg["dsa_strategy"]) if cfg["dsa"] else None
-    history: dict[str, list[float]] = {"iteration": [], "loss": []}
-    start = 0
-    if ctx.resume and ctx.checkpointer is not None and (saved := ctx.checkpointer.load()) is not None:
-        tensors, state = saved
-        with torch.no_grad():
-            images.copy_(tensors["images"].to(device))
-            logits.copy_(tensors["logits"].to(device))
-        load_optimizer_tensors(optimizer, learned, tensors)
-        if pool is not None:
-            pool.load(tensors, state["pool_ages"])
-        start, history = state["step"], state["history"]
+    loop = LearningLoop(f"krr-{cfg['kernel']}", ctx, cfg, {"loss": "regression loss"},
+                        hint="lower lr_images or lr_labels, or raise ridge")
+    rank_slice = loop.rank_slice(cfg["batch_real"])
 
-    per_rank = -(-cfg["batch_real"] // acc.num_processes)
-    rank_slice = slice(acc.process_index * per_rank, (acc.process_index + 1) * per_rank)
-    bar = tqdm(range(start, cfg["iterations"]), desc=f"krr-{cfg['kernel']}", disable=not ctx.show_progress,
-               initial=start, total=cfg["iterations"])
-    for it in bar:
-        if ctx.checkpointer is not None and ctx.checkpointer.due(it, cfg["iterations"]) and it > start:
-            _save(ctx, learned, optimizer, pool, it, history)
-        generator = ctx.step_generator(it)
+    def step(it: int, generator: torch.Generator) -> dict[str, float]:
         indices = real.sample_per_class(cfg["batch_real"], generator)[:, rank_slice].reshape(-1)
         x_real = real.batch(indices).to(device)
         y_real = F.one_hot(real.train_labels[indices], num_classes).float().to(device) - 1.0 / num_classes
@@ -142,10 +127,9 @@ def distill_krr(real: RealData, ipc: int, cfg: dict, ctx: RunContext) -> MethodO
         optimizer.step()
         if pool is not None:
             pool.train_step(it, images.detach(), torch.softmax(logits.detach(), 1))
-        if it % cfg["log_every"] == 0 or it == cfg["iterations"] - 1:
-            history["iteration"].append(it)
-            history["loss"].append(float(loss.detach()))
-            bar.set_postfix(loss=f"{history['loss'][-1]:.4f}")
+        return {"loss": float(loss.detach())}
+
+    history = loop.run(step, _KrrState(learned, optimizer, pool))
     soft = torch.softmax(logits.detach(), 1).cpu() if cfg["learn_labels"] else None
     return MethodOutput(images=images.detach().cpu(), labels=syn_labels, soft_labels=soft, history=history)
 
@@ -246,12 +230,24 @@ def _check(cfg: dict) -> None:
         raise DistilkitError("krr: pool_size, max_online_steps and kernel_nets must be >= 1")
 
 
-def _save(ctx: RunContext, learned: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer, pool: _Pool | None,
-          step: int, history: dict) -> None:
-    if not ctx.accelerator.is_main_process:
-        return
-    tensors = {**learned, **optimizer_tensors(optimizer, learned)}
-    if pool is not None:
-        tensors.update(pool.tensors())
-    ctx.checkpointer.save(tensors, {"step": step, "history": history,
-                                    "pool_ages": pool.ages if pool is not None else []})
+class _KrrState(LearnedTensors):
+    """Images, label logits and their Adam state, plus FRePo's model pool (networks, their optimizer
+    state, and their ages as the JSON entry ``pool_ages``)."""
+
+    def __init__(self, learned: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer, pool: _Pool | None) -> None:
+        super().__init__(learned, {"opt": (optimizer, learned)})
+        self.pool = pool
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        tensors = super().tensors()
+        if self.pool is not None:
+            tensors.update(self.pool.tensors())
+        return tensors
+
+    def entries(self) -> dict:
+        return {"pool_ages": self.pool.ages if self.pool is not None else []}
+
+    def restore(self, tensors: dict[str, torch.Tensor], state: dict) -> None:
+        super().restore(tensors, state)
+        if self.pool is not None:
+            self.pool.load(tensors, state["pool_ages"])

@@ -32,21 +32,20 @@ code never saved it); learned labels (``softmax(logits)``) to ``soft_labels``.
 
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 
 import torch
 from torch.func import functional_call
-from tqdm.auto import tqdm
 
 from distilkit.data.dsa import DEFAULT_STRATEGY, DSA, DSAParams
 from distilkit.data.real import RealData
 from distilkit.errors import DistilkitError
 from distilkit.experts import ExpertConfig, Experts, check_matches, ensure_experts, open_experts
-from distilkit.methods.learnable import load_optimizer_tensors, optimizer_tensors
+from distilkit.methods._loop import LearningLoop
+from distilkit.methods.learnable import LearnedTensors
 from distilkit.methods.registry import MethodOutput, RunContext, register_method
-from distilkit.methods.synthetic import initial_images
-from distilkit.models import create_model
+from distilkit.methods.synthetic import learnable_images
+from distilkit.seeding import seeded_model
 from distilkit.train import soft_cross_entropy
 
 EXPERT_MEMORY = 8  # expert trajectories kept in memory at once
@@ -111,19 +110,16 @@ EXPERT_MEMORY = 8  # expert trajectories kept in memory at once
 )
 def distill_mtt(real: RealData, ipc: int, cfg: dict, ctx: RunContext) -> MethodOutput:
     _check(cfg)
-    num_classes, device, acc = real.num_classes, ctx.device, ctx.accelerator
+    device = ctx.device
     experts = _experts(real, cfg, ctx)
     if cfg["max_start_epoch"] - 1 + cfg["expert_epochs"] > experts.epochs:
         raise DistilkitError(f"mtt: max_start_epoch {cfg['max_start_epoch']} + expert_epochs {cfg['expert_epochs']} "
                              f"needs experts of at least {cfg['max_start_epoch'] - 1 + cfg['expert_epochs']} epochs; "
                              f"these have {experts.epochs}")
-    c, h, w = real.image_shape
-    with torch.random.fork_rng(devices=[]):
-        net = create_model(cfg["model"], c, num_classes, (h, w)).to(device)
+    net = seeded_model(cfg["model"], real, None, device)  # the architecture; its weights come from the experts
     names = experts.param_names
     trajectories = _TrajectoryCache(experts, device)
-    syn_labels = torch.arange(num_classes).repeat_interleave(ipc)
-    images = initial_images(real, ipc, cfg["init"], ctx.step_generator(-1)).to(device).requires_grad_(True)
+    syn_labels, images = learnable_images(real, ipc, cfg["init"], ctx)
     syn_lr = torch.tensor(float(cfg["lr_teacher"]), device=device).requires_grad_(True)
     learned = {"images": images, "lr": syn_lr}
     optimizers = {"images": torch.optim.SGD([images], lr=cfg["lr_images"], momentum=cfg["momentum_images"]),
@@ -136,29 +132,12 @@ def distill_mtt(real: RealData, ipc: int, cfg: dict, ctx: RunContext) -> MethodO
         logits.requires_grad_(True)
         learned["logits"] = logits
         optimizers["logits"] = torch.optim.SGD([logits], lr=cfg["lr_labels"], momentum=cfg["momentum_images"])
-    history: dict[str, list[float]] = {"iteration": [], "loss": [], "lr": [], "start_epoch": []}
-    start = 0
-    if ctx.resume and ctx.checkpointer is not None and (saved := ctx.checkpointer.load()) is not None:
-        tensors, state = saved
-        with torch.no_grad():
-            for name, tensor in learned.items():
-                tensor.copy_(tensors[name].to(device))
-        for name, opt in optimizers.items():
-            load_optimizer_tensors(opt, {name: learned[name]}, tensors, prefix=f"opt.{name}")
-        start, history = state["step"], state["history"]
-
     dsa = DSA(cfg["dsa_strategy"]) if cfg["dsa"] else None
     batch = cfg["batch_syn"] if 0 < cfg["batch_syn"] < images.shape[0] else images.shape[0]
-    bar = tqdm(range(start, cfg["iterations"]), desc="mtt", disable=not ctx.show_progress, initial=start,
-               total=cfg["iterations"])
-    for it in bar:
-        if ctx.checkpointer is not None and ctx.checkpointer.due(it, cfg["iterations"]) and it > start:
-            if acc.is_main_process:
-                states = {}
-                for name, opt in optimizers.items():
-                    states.update(optimizer_tensors(opt, {name: learned[name]}, prefix=f"opt.{name}"))
-                ctx.checkpointer.save({**learned, **states}, {"step": it, "history": history})
-        generator = ctx.step_generator(it)
+    loop = LearningLoop("mtt", ctx, cfg, {"loss": "matching loss", "lr": "learned lr", "start_epoch": "start epoch"},
+                        hint="lower lr_images or lr_lr")
+
+    def step(it: int, generator: torch.Generator) -> dict[str, float]:
         expert = int(torch.randint(experts.num_experts, (1,), generator=generator))
         epoch = int(torch.randint(cfg["max_start_epoch"], (1,), generator=generator))
         trajectory = trajectories.get(expert)
@@ -167,21 +146,16 @@ def distill_mtt(real: RealData, ipc: int, cfg: dict, ctx: RunContext) -> MethodO
             opt.zero_grad(set_to_none=True)
         loss = trajectory_matching_step(net, names, trajectory[epoch], trajectory[epoch + cfg["expert_epochs"]],
                                         images, syn_labels.to(device), logits, syn_lr, plan, dsa, cfg["memory"])
-        if not math.isfinite(loss):
-            raise DistilkitError(f"mtt: the matching loss became {loss} at iteration {it} (learned lr "
-                                 f"{float(syn_lr.detach()):.3g}); lower lr_images or lr_lr; last checkpoint kept")
         for opt in optimizers.values():
             opt.step()
         lr_now = float(syn_lr.detach())
-        if not (math.isfinite(lr_now) and lr_now > 0):
+        if lr_now <= 0:  # a NaN or infinite lr (or loss) the loop reports
             raise DistilkitError(f"mtt: the learned lr became {lr_now:.3g} at iteration {it} (must stay finite and "
                                  "> 0); lower lr_lr; the last checkpoint is kept")
-        if it % cfg["log_every"] == 0 or it == cfg["iterations"] - 1:
-            history["iteration"].append(it)
-            history["loss"].append(loss)
-            history["lr"].append(lr_now)
-            history["start_epoch"].append(epoch)
-            bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr_now:.4f}")
+        return {"loss": loss, "lr": lr_now, "start_epoch": epoch}
+
+    state = LearnedTensors(learned, {f"opt.{name}": (opt, {name: learned[name]}) for name, opt in optimizers.items()})
+    history = loop.run(step, state)
     soft = torch.softmax(logits.detach(), 1).cpu() if logits is not None else None
     return MethodOutput(images=images.detach().cpu(), labels=syn_labels, soft_labels=soft,
                         learned_lr=float(syn_lr.detach()), history=history)

@@ -6,6 +6,7 @@ import torch
 
 from distilkit.data.real import RealData
 from distilkit.errors import DistilkitError
+from distilkit.methods.registry import RunContext
 
 
 def initial_images(real: RealData, ipc: int, init: str, generator: torch.Generator) -> torch.Tensor:
@@ -16,3 +17,11 @@ def initial_images(real: RealData, ipc: int, init: str, generator: torch.Generat
         c, h, w = real.image_shape
         return torch.randn(real.num_classes * ipc, c, h, w, generator=generator)
     raise DistilkitError(f"unknown init {init!r}; choose 'real' or 'noise'")
+
+
+def learnable_images(real: RealData, ipc: int, init: str, ctx: RunContext) -> tuple[torch.Tensor, torch.Tensor]:
+    """A learning method's starting set: class-major hard labels and :func:`initial_images` drawn
+    from the run's setup generator (``ctx.step_generator(-1)``), on the run's device, requiring grad."""
+    labels = torch.arange(real.num_classes).repeat_interleave(ipc)
+    images = initial_images(real, ipc, init, ctx.step_generator(-1)).to(ctx.device).requires_grad_(True)
+    return labels, images
