@@ -265,8 +265,8 @@ def test_registering_a_method_or_an_audit_twice_replaces_it_with_a_warning():
         assert len(caught) == 2 and all(Path(w.filename) == Path(__file__) for w in caught)
         assert get_method("api-test").fn is second and get_audit("api-test").fn is second
     finally:
-        _REGISTRY.pop("api-test", None)
-        _AUDITS.pop("api-test", None)
+        _REGISTRY.remove("api-test")
+        _AUDITS.remove("api-test")
 
 
 @pytest.mark.slow

@@ -9,7 +9,6 @@ entry (e.g. ``standard``, ``paper``) runs the base values.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 
 from distilkit.errors import ConfigError
 from distilkit.presets import PRESETS, check_preset, check_preset_keys
+from distilkit.registry import Registry
 from distilkit.validation import check_options
 
 # How every audit trains on the distilled set, per preset (``distilkit audit --labels/--learned-lr``
@@ -106,7 +106,7 @@ class AuditSpec:
         return cfg
 
 
-_AUDITS: dict[str, AuditSpec] = {}
+_AUDITS: Registry[AuditSpec] = Registry("audit", order=lambda name, spec: (spec.question, name))
 
 
 def register_audit(name: str, *, question: int, summary: str, defaults: dict[str, Any],
@@ -118,20 +118,16 @@ def register_audit(name: str, *, question: int, summary: str, defaults: dict[str
     check_preset_keys(presets or {}, f"audit {name!r}")
 
     def decorate(fn: Callable[..., AuditResult]) -> Callable[..., AuditResult]:
-        if name in _AUDITS:  # a re-run notebook cell or a reloaded module: the new definition wins (timm)
-            warnings.warn(f"audit {name!r} is already registered; replacing it with {fn.__module__}.{fn.__qualname__}",
-                          stacklevel=2)
-        _AUDITS[name] = AuditSpec(name, question, summary, fn, defaults, presets or {}, distributed)
+        _AUDITS.add(name, AuditSpec(name, question, summary, fn, defaults, presets or {}, distributed), fn)
         return fn
 
     return decorate
 
 
 def get_audit(name: str) -> AuditSpec:
-    if name not in _AUDITS:
-        raise ConfigError(f"unknown audit {name!r}; available: {', '.join(list_audits())}")
-    return _AUDITS[name]
+    return _AUDITS.get(name)
 
 
 def list_audits() -> list[str]:
-    return sorted(_AUDITS, key=lambda n: (_AUDITS[n].question, n))
+    """The registered audits, by question, then name."""
+    return _AUDITS.names()

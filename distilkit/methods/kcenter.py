@@ -9,19 +9,13 @@ from __future__ import annotations
 import torch
 
 from distilkit.data.real import RealData
-from distilkit.methods.features import FEATURE_DEFAULTS, FEATURE_SOURCES, class_features, output_from_slots
-from distilkit.methods.registry import MethodOutput, RunContext, register_method
+from distilkit.methods.features import class_features, output_from_slots, register_selection
+from distilkit.methods.registry import MethodOutput, RunContext
 
 
-@register_method(
+@register_selection(
     "kcenter",
-    needs_embed=True,
-    family="selection",
     summary="greedy k-center coverage on real-trained ConvNet features (class-balanced)",
-    defaults=dict(FEATURE_DEFAULTS),
-    sources=FEATURE_SOURCES,
-    presets={"cpu": {"model": "convnet-w32", "feature_epochs": 2}, "smoke": {"model": "convnet-w8-d2",
-                                                                            "feature_epochs": 1}},
     citation="Sener, O. and Savarese, S. Active Learning for Convolutional Neural Networks: "
              "A Core-Set Approach. ICLR 2018.",
 )

@@ -22,7 +22,6 @@ the cpu preset on embedded FMNIST"); ``distilkit methods NAME --verbose`` prints
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +32,7 @@ from distilkit.data.dsa import DIGIT_STRATEGY, is_digit_dataset
 from distilkit.errors import ConfigError
 from distilkit.models.factory import model_has_embed
 from distilkit.presets import check_preset, check_preset_keys
+from distilkit.registry import Registry
 from distilkit.validation import check_options
 
 FAMILIES = ("selection", "performance-matching", "distribution-matching", "parameter-matching")
@@ -150,7 +150,7 @@ class MethodSpec:
         return cfg
 
 
-_REGISTRY: dict[str, MethodSpec] = {}
+_REGISTRY: Registry[MethodSpec] = Registry("method")
 
 
 def register_method(
@@ -176,24 +176,19 @@ def register_method(
     check_preset_keys(presets or {}, f"method {name!r}")
 
     def decorate(fn: Callable[..., MethodOutput]) -> Callable[..., MethodOutput]:
-        if name in _REGISTRY:  # a re-run notebook cell or a reloaded module: the new definition wins (timm)
-            warnings.warn(f"method {name!r} is already registered; replacing it with {fn.__module__}.{fn.__qualname__}",
-                          stacklevel=2)
-        _REGISTRY[name] = MethodSpec(name, family, summary, fn, defaults, presets or {}, per_ipc or {}, citation,
-                                     sources or {}, needs_embed, per_family or {})
+        _REGISTRY.add(name, MethodSpec(name, family, summary, fn, defaults, presets or {}, per_ipc or {}, citation,
+                                       sources or {}, needs_embed, per_family or {}), fn)
         return fn
 
     return decorate
 
 
 def get_method(name: str) -> MethodSpec:
-    if name not in _REGISTRY:
-        raise ConfigError(f"unknown method {name!r}; available: {', '.join(list_methods())}")
-    return _REGISTRY[name]
+    return _REGISTRY.get(name)
 
 
 def list_methods() -> list[str]:
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()
 
 
 @dataclass

@@ -1,0 +1,51 @@
+"""The one registry type behind ``register_method`` and ``register_audit`` (timm's ``register_model``
+pattern): a name -> spec table where registering a name again replaces it with a warning, so a
+notebook cell that defines a method or an audit can be re-run."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
+
+from distilkit.errors import ConfigError
+
+Spec = TypeVar("Spec")
+
+
+class Registry(Generic[Spec]):
+    """Specs by name for one kind of thing (``kind``: "method", "audit"), listed by name or by
+    ``order(name, spec)``."""
+
+    def __init__(self, kind: str, order: Callable[[str, Spec], object] | None = None) -> None:
+        self.kind = kind
+        self._specs: dict[str, Spec] = {}
+        self._order = order
+
+    def add(self, name: str, spec: Spec, defined_by: Callable) -> None:
+        """Register ``spec`` under ``name``; a name already taken is replaced with a warning that names the
+        new definition (``defined_by``)."""
+        if name in self._specs:  # a re-run notebook cell or a reloaded module: the new definition wins (timm)
+            warnings.warn(f"{self.kind} {name!r} is already registered; replacing it with "
+                          f"{defined_by.__module__}.{defined_by.__qualname__}", stacklevel=3)
+        self._specs[name] = spec
+
+    def remove(self, name: str) -> None:
+        """Forget ``name`` (nothing happens when it is not registered)."""
+        self._specs.pop(name, None)
+
+    def get(self, name: str) -> Spec:
+        if name not in self._specs:
+            raise ConfigError(f"unknown {self.kind} {name!r}; available: {', '.join(self.names())}")
+        return self._specs[name]
+
+    def names(self) -> list[str]:
+        if self._order is None:
+            return sorted(self._specs)
+        return sorted(self._specs, key=lambda name: self._order(name, self._specs[name]))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._specs
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
