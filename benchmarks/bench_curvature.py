@@ -30,7 +30,7 @@ MODES = {"per-probe": (1, False), "loop": (None, False), "vmap": (None, True)}
 
 
 def measure(args) -> dict:
-    from distilkit.audit.hessian import hutchinson_trace, num_parameters
+    from distilkit.audit._hessian import hutchinson_trace, num_parameters
     from distilkit.data.sources import SourceConfig, load_real
     from distilkit.models import create_model
 

@@ -55,8 +55,8 @@ IMPLEMENTATIONS = VARIANTS[:3]
 def worker(args) -> dict:
     from distilkit.data.dsa import DSA
     from distilkit.data.sources import SourceConfig, load_real
+    from distilkit.methods._synthetic import initial_images
     from distilkit.methods.dm import matching_step
-    from distilkit.methods.synthetic import initial_images
     from distilkit.models import create_model
     from distilkit.runtime import configure_process, make_accelerator
 

@@ -69,8 +69,8 @@ def worker(args) -> dict:
     from distilkit.data.dsa import DSA
     from distilkit.data.sources import SourceConfig, load_real
     from distilkit.methods import RunContext, get_method
+    from distilkit.methods._synthetic import initial_images
     from distilkit.methods.gradient_matching import matching_step
-    from distilkit.methods.synthetic import initial_images
     from distilkit.runtime import configure_process, make_accelerator, tune_cpu_allocator
     from distilkit.seeding import seeded_model
 

@@ -3,7 +3,7 @@
 The study's setting: 100 distilled images (IPC 10), ConvNet-3 w128, 300 full-batch iterations,
 101 trainings. ``sequential`` trains the models one after another with the standard training loop;
 ``vectorised`` trains ``--model-chunk`` of them at once as one grouped ConvNet (stacked parameters,
-distilkit.audit.loo.stacked_convnet), ``vmap`` the same with ``torch.func.vmap(functional_call)``;
+distilkit.audit._loo.stacked_convnet), ``vmap`` the same with ``torch.func.vmap(functional_call)``;
 the audit's ``strategy: auto`` uses the first on CPUs and the second on GPUs.
 Both are timed over ``--iterations`` iterations of ``--models`` models (each variant in its own
 process, for its own peak RSS) and extrapolated to the whole computation (101 models x 300 steps).
@@ -27,8 +27,8 @@ import torch
 
 
 def measure(args) -> dict:
-    from distilkit.audit.loo import loo_test_losses
-    from distilkit.audit.real_runs import STUDY_DISTILLED
+    from distilkit.audit._loo import loo_test_losses
+    from distilkit.audit._real_runs import STUDY_DISTILLED
     from distilkit.data.sources import SourceConfig, load_real
     from distilkit.models import create_model
     from distilkit.runtime import configure_process

@@ -68,8 +68,8 @@ def method_worker(args) -> dict:
 
 def bptt_worker(args) -> dict:
     from distilkit.data.sources import SourceConfig, load_real
+    from distilkit.methods._synthetic import initial_images
     from distilkit.methods.bptt import unrolled_backward
-    from distilkit.methods.synthetic import initial_images
     from distilkit.models import create_model
 
     real = load_real(SourceConfig(source=args.source))

@@ -41,8 +41,8 @@ def measure(args: argparse.Namespace) -> dict:
 
     from distilkit.data.dsa import DSA
     from distilkit.data.sources import SourceConfig, load_real
+    from distilkit.methods._synthetic import initial_images
     from distilkit.methods.mtt import draw_plan, trajectory_matching_step
-    from distilkit.methods.synthetic import initial_images
     from distilkit.models import create_model
     from distilkit.runtime import configure_process
 

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from distilkit.api import audit, distill, load_set, publish
-    from distilkit.audit.registry import list_audits, register_audit
-    from distilkit.audit.report import AuditReport, run_audits
+    from distilkit.audit._registry import list_audits, register_audit
+    from distilkit.audit._report import AuditReport, run_audits
     from distilkit.compare import compare_sets
     from distilkit.config import DistillConfig
     from distilkit.data.real import RealData
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from distilkit.evaluate import evaluate_folder, evaluate_set
     from distilkit.hub.publish import publish_set
     from distilkit.hub.verify import verify_set
-    from distilkit.methods.registry import list_methods, register_method
+    from distilkit.methods._registry import list_methods, register_method
     from distilkit.models import create_model
 
 _EXPORTS = {
@@ -39,7 +39,7 @@ _EXPORTS = {
     "audit": "distilkit.audit",  # the subpackage, which called is distilkit.api.audit (see distilkit/audit)
     "publish": "distilkit.api",
     "load_set": "distilkit.api",
-    "AuditReport": "distilkit.audit.report",
+    "AuditReport": "distilkit.audit._report",
     "DistilledSet": "distilkit.distilled",
     "RealData": "distilkit.data.real",
     "SourceConfig": "distilkit.data.sources",
@@ -47,7 +47,7 @@ _EXPORTS = {
     "DistillConfig": "distilkit.config",
     "evaluate_set": "distilkit.evaluate",
     "evaluate_folder": "distilkit.evaluate",
-    "run_audits": "distilkit.audit.report",
+    "run_audits": "distilkit.audit._report",
     "publish_set": "distilkit.hub.publish",
     "verify_set": "distilkit.hub.verify",
     "compare_sets": "distilkit.compare",

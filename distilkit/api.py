@@ -8,7 +8,7 @@
 
 These are the library under the ``distilkit`` command (which adds folders, locks and checkpoints
 around the same cores: :mod:`distilkit.pipeline`, :mod:`distilkit.evaluate`,
-:mod:`distilkit.audit.report`). No call changes process-wide state (environment variables, the
+:mod:`distilkit.audit._report`). No call changes process-wide state (environment variables, the
 allocator, the Hub client); the command's entry point does that (:func:`distilkit.runtime.configure_process`).
 Each call takes an ``accelerator`` (default: a new one, on the GPU if there is one).
 """
@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
 
-    from distilkit.audit.real_models import RealModelCache
-    from distilkit.audit.report import AuditReport
+    from distilkit.audit._real_models import RealModelCache
+    from distilkit.audit._report import AuditReport
     from distilkit.data.real import RealData
     from distilkit.distilled import DistilledSet
     from distilkit.hub.publish import Published
@@ -154,12 +154,12 @@ def audit(
     accelerator=None,
 ) -> AuditReport:
     """Run the study's audits (``only``: their names, default all; ``distilkit audits`` lists them) on a
-    set, a folder or a Hub id, and return an :class:`~distilkit.audit.report.AuditReport` (``.summary``,
+    set, a folder or a Hub id, and return an :class:`~distilkit.audit._report.AuditReport` (``.summary``,
     ``.verdicts``, ``.figures``, ``.to_markdown()``, ``.save(folder)``); nothing is written but the cache
     of real-data models. ``source``: the real data, if not the one the set records. ``overrides`` maps
     an audit name to options (as ``--arg AUDIT.KEY=VALUE``); ``labels`` / ``learned_lr`` how every audit
     trains on the set (default: the study's hard labels and lr 0.01). Every process gets the report."""
-    from distilkit.audit.report import audit_real, plan_audits, run_planned
+    from distilkit.audit._report import audit_real, plan_audits, run_planned
     from distilkit.distilled import DistilledSet
     from distilkit.runtime import make_accelerator
 

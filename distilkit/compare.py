@@ -26,13 +26,13 @@ import torch
 from tqdm.auto import tqdm
 
 from distilkit import jsonio
-from distilkit.audit.common import pyplot, to_original_pixels
+from distilkit.audit._common import pyplot, to_original_pixels
+from distilkit.audit._hessian import hutchinson_trace
+from distilkit.audit._real_models import RealModelCache
+from distilkit.audit._real_runs import parse_iterations, seeded_model
+from distilkit.audit._registry import TRAINING_DEFAULTS, get_audit
+from distilkit.audit._report import load_report, run_audits
 from distilkit.audit.curvature import ema
-from distilkit.audit.hessian import hutchinson_trace
-from distilkit.audit.real_models import RealModelCache
-from distilkit.audit.real_runs import parse_iterations, seeded_model
-from distilkit.audit.registry import TRAINING_DEFAULTS, get_audit
-from distilkit.audit.report import load_report, run_audits
 from distilkit.data.real import RealData
 from distilkit.data.sources import load_real
 from distilkit.distilled import DistilledSet

@@ -28,7 +28,7 @@ from distilkit.distilled import DistilledSet
 from distilkit.errors import DistilkitError
 from distilkit.hub.experts import fetch_hub_inputs
 from distilkit.methods import MethodSpec, RunContext, get_method
-from distilkit.methods.registry import dataset_families
+from distilkit.methods._registry import dataset_families
 from distilkit.outputs import FolderLock, check_output_folder, check_replaceable
 from distilkit.runtime import describe_hardware, distilkit_version, make_accelerator
 

@@ -85,7 +85,7 @@ def test_the_readme_snippet_runs_in_memory(tmp_path, monkeypatch, accelerator, f
 
 
 def test_report_save_refuses_a_folder_that_is_not_a_set(tmp_path):
-    from distilkit.audit.report import AuditReport
+    from distilkit.audit._report import AuditReport
 
     with pytest.raises(DistilkitError, match="not a distilkit set folder"):
         AuditReport({}).save(tmp_path)
@@ -228,7 +228,7 @@ def test_public_names_resolve_and_audit_is_callable_as_the_api():
         assert getattr(distilkit, name) is not None, name
     from distilkit import audit
 
-    importlib.import_module("distilkit.audit.report")
+    importlib.import_module("distilkit.audit._report")
     from distilkit import audit as again
 
     assert again is audit is sys.modules["distilkit.audit"] and callable(audit)
@@ -242,9 +242,9 @@ def test_registering_a_method_or_an_audit_twice_replaces_it_with_a_warning():
     import warnings
 
     from distilkit.audit import get_audit, register_audit
-    from distilkit.audit.registry import _AUDITS
+    from distilkit.audit._registry import _AUDITS
     from distilkit.methods import get_method, register_method
-    from distilkit.methods.registry import _REGISTRY
+    from distilkit.methods._registry import _REGISTRY
 
     def first(*args):
         raise AssertionError("replaced")

@@ -6,8 +6,8 @@ import pytest
 from click.testing import CliRunner
 
 from distilkit.audit import get_audit, list_audits
-from distilkit.audit.real_models import RealModelCache
-from distilkit.audit.report import run_audits
+from distilkit.audit._real_models import RealModelCache
+from distilkit.audit._report import run_audits
 from distilkit.cli import audit as audit_cli  # noqa: F401  (registers the commands)
 from distilkit.cli import cli
 
@@ -97,7 +97,7 @@ def test_audit_cli_and_errors(smoke_set, tmp_path, monkeypatch):
 def test_original_pixels_inverts_normalisation_and_zca():
     import torch
 
-    from distilkit.audit.common import to_original_pixels
+    from distilkit.audit._common import to_original_pixels
     from distilkit.data.pixel_space import PixelSpace
     from distilkit.data.zca import ZCA
 

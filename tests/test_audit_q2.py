@@ -9,11 +9,11 @@ import pytest
 import torch
 from torch.func import functional_call
 
+from distilkit.audit._hessian import hessian_vector_products, hutchinson_trace, top_eigenvalue, trainable_parameters
+from distilkit.audit._real_models import RealModelCache
+from distilkit.audit._real_runs import parse_iterations
+from distilkit.audit._report import run_audits
 from distilkit.audit.early_recognition import plateau_iteration, trailing_mean
-from distilkit.audit.hessian import hessian_vector_products, hutchinson_trace, top_eigenvalue, trainable_parameters
-from distilkit.audit.real_models import RealModelCache
-from distilkit.audit.real_runs import parse_iterations
-from distilkit.audit.report import run_audits
 from distilkit.models import create_model
 from distilkit.train import soft_cross_entropy
 
@@ -130,7 +130,7 @@ def test_q2_report_pools_are_cached_and_card_has_the_question(smoke_set, acceler
 
 
 def test_test_split_is_a_seeded_class_balanced_subsample(embedded_real):
-    from distilkit.audit.real_runs import test_split
+    from distilkit.audit._real_runs import test_split
 
     images, labels = test_split(embedded_real, 50, seed=3)
     assert images.shape[0] == 50 and torch.bincount(labels).tolist() == [5] * 10

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from distilkit.audit._loo import influence_from_losses, loo_influence_sequential, loo_test_losses, spearman, tracin
+from distilkit.audit._real_runs import STUDY_DISTILLED
 from distilkit.audit.influence import (
     class_matched_coherence,
     mean_pairwise_cosine,
@@ -12,8 +14,6 @@ from distilkit.audit.influence import (
     sign_test_p,
     two_proportion_p,
 )
-from distilkit.audit.loo import influence_from_losses, loo_influence_sequential, loo_test_losses, spearman, tracin
-from distilkit.audit.real_runs import STUDY_DISTILLED
 from distilkit.errors import DistilkitError
 from distilkit.models import create_model
 from distilkit.train import TrainConfig
@@ -52,7 +52,7 @@ def test_vectorised_leave_one_out_equals_sequential(tiny_set, schedule):
 def test_stacked_convnet_equals_each_model_on_its_own(name):
     from torch.func import functional_call
 
-    from distilkit.audit.loo import stacked_convnet
+    from distilkit.audit._loo import stacked_convnet
 
     torch.manual_seed(1)
     models = [create_model(name, 3, 5, (12, 12)) for _ in range(3)]
@@ -115,7 +115,7 @@ def test_coherence_scores():
 def test_influence_audit_on_smoke_preset_with_its_random_real_baseline(tmp_path, accelerator):
     from safetensors.torch import load_file
 
-    from distilkit.audit.report import run_audits
+    from distilkit.audit._report import run_audits
     from distilkit.config import DistillConfig
     from distilkit.pipeline import distill
 

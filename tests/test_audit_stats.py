@@ -1,4 +1,4 @@
-"""The verdict statistics (distilkit.audit.stats) against values derived by hand."""
+"""The verdict statistics (distilkit.audit._stats) against values derived by hand."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from distilkit.audit.stats import (
+from distilkit.audit._stats import (
     FAILS,
     HOLDS,
     OPEN,

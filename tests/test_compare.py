@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from distilkit.audit import get_audit
-from distilkit.audit.real_models import RealModelCache
-from distilkit.audit.report import run_audits
+from distilkit.audit._real_models import RealModelCache
+from distilkit.audit._report import run_audits
 from distilkit.cli import cli
 from distilkit.cli import compare as compare_cli  # noqa: F401  (registers the command)
 from distilkit.compare import compare_sets

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from distilkit.audit.hessian import hessian_vector_products
+from distilkit.audit._hessian import hessian_vector_products
 from distilkit.methods.dm import _chunk_size
 from distilkit.methods.gradient_matching import resolve_strategy
 from distilkit.models import create_model

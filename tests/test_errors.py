@@ -90,7 +90,7 @@ def test_hub_errors():
 
 
 def test_option_values_checked_late_are_config_errors():
-    from distilkit.audit.real_runs import parse_iterations
+    from distilkit.audit._real_runs import parse_iterations
     from distilkit.data.dsa import DSA
 
     with pytest.raises(ConfigError, match="unknown DSA strategy 'foo'"):

@@ -31,7 +31,7 @@ RULES: dict[str, tuple[str, ...]] = {
                          "distilkit.data"),
     "distilkit.train": ("distilkit.methods", "distilkit.audit", "distilkit.hub", "distilkit.cli"),
     "distilkit.audit": ("distilkit.methods", "distilkit.cli"),
-    "distilkit.audit.report": ("distilkit.methods", "distilkit.cli"),
+    "distilkit.audit._report": ("distilkit.methods", "distilkit.cli"),
     "distilkit.hub.repo": ("distilkit.methods", "distilkit.audit", "distilkit.cli"),
     "distilkit.hub.publish": ("distilkit.methods", "distilkit.audit", "distilkit.cli"),
     "distilkit.hub.verify": ("distilkit.methods", "distilkit.audit", "distilkit.cli"),

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from distilkit.errors import DistilkitError
 from distilkit.methods import get_method
-from distilkit.methods.registry import DIGIT_DSA_STRATEGY, dataset_families, is_digit_dataset
+from distilkit.methods._registry import DIGIT_DSA_STRATEGY, dataset_families, is_digit_dataset
 
 
 def fake_real(channels: int, source_id: str) -> SimpleNamespace:

@@ -95,7 +95,7 @@ def test_two_processes_share_the_audits(tmp_path, accelerator):
 
     from safetensors.torch import load_file
 
-    from distilkit.audit.report import run_audits
+    from distilkit.audit._report import run_audits
 
     audits = ["influence", "agreement", "mixing", "sensitivity"]
     one = tmp_path / "one"

@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from distilkit.audit import get_audit, list_audits, register_audit
-from distilkit.audit.registry import TRAINING_DEFAULTS
+from distilkit.audit._registry import TRAINING_DEFAULTS
 from distilkit.cli import audit, bench, cli, compare, distill, evaluate, experts, methods  # noqa: F401  (register)
 from distilkit.errors import ConfigError
 from distilkit.experts import EXPERT_PRESETS, ExpertConfig, expert_preset

@@ -260,7 +260,7 @@ def audited_set(tmp_path, embedded_real):
 
 PROBE_AUDIT = """
 import sys
-from distilkit.audit.registry import AuditResult, Table, register_audit
+from distilkit.audit._registry import AuditResult, Table, register_audit
 
 @register_audit("probe", question=2, summary="test probe", defaults={})
 def probe(dset, real, cfg, ctx):

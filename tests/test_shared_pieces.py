@@ -12,9 +12,9 @@ from safetensors.torch import load_file, save_file
 
 from distilkit.checkpoint import Checkpointer
 from distilkit.errors import DistilkitError
+from distilkit.methods._learnable import MomentumImages
 from distilkit.methods._loop import LearningLoop
-from distilkit.methods.learnable import MomentumImages
-from distilkit.methods.registry import RunContext
+from distilkit.methods._registry import RunContext
 from distilkit.models import create_model
 from distilkit.outputs import atomic_path, write_atomic
 from distilkit.seeding import ModelShape, seeded_model

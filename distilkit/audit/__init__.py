@@ -22,7 +22,7 @@ from distilkit.audit import (  # noqa: F401  (registration)
     recognition,
     sensitivity,
 )
-from distilkit.audit.registry import AuditContext, AuditResult, Table, get_audit, list_audits, register_audit
+from distilkit.audit._registry import AuditContext, AuditResult, Table, get_audit, list_audits, register_audit
 
 __all__ = ["AuditContext", "AuditResult", "Table", "get_audit", "list_audits", "register_audit"]
 

@@ -31,8 +31,8 @@ import math
 
 import torch
 
-from distilkit.audit.common import pyplot, save_figure, share
-from distilkit.audit.real_runs import (
+from distilkit.audit._common import pyplot, save_figure, share
+from distilkit.audit._real_runs import (
     STUDY_DISTILLED,
     STUDY_REAL,
     early_pool,
@@ -41,8 +41,8 @@ from distilkit.audit.real_runs import (
     test_split,
     train_on_distilled,
 )
-from distilkit.audit.registry import AuditContext, AuditResult, Table, register_audit
-from distilkit.audit.stats import mann_whitney_u, outcome_from_test
+from distilkit.audit._registry import AuditContext, AuditResult, Table, register_audit
+from distilkit.audit._stats import mann_whitney_u, outcome_from_test
 from distilkit.data.real import RealData
 from distilkit.distilled import DistilledSet
 from distilkit.errors import DistilkitError

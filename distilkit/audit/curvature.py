@@ -18,11 +18,11 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
-from distilkit.audit.common import pyplot, save_figure
-from distilkit.audit.hessian import hutchinson_trace, top_eigenvalue
-from distilkit.audit.real_runs import STUDY_REAL, parse_iterations, seeded_model
-from distilkit.audit.registry import AuditContext, AuditResult, Table, register_audit
-from distilkit.audit.stats import FAILS, HOLDS, OPEN, describe, two_sample_test
+from distilkit.audit._common import pyplot, save_figure
+from distilkit.audit._hessian import hutchinson_trace, top_eigenvalue
+from distilkit.audit._real_runs import STUDY_REAL, parse_iterations, seeded_model
+from distilkit.audit._registry import AuditContext, AuditResult, Table, register_audit
+from distilkit.audit._stats import FAILS, HOLDS, OPEN, describe, two_sample_test
 from distilkit.data.real import RealData
 from distilkit.distilled import DistilledSet
 from distilkit.seeding import derive_seed

@@ -2,7 +2,7 @@
 
 For every distilled image i and real test image t the audit measures influence[i, t] — by exact
 leave-one-out (the study's estimator, vectorised over the N + 1 trainings, see
-:mod:`distilkit.audit.loo`) or, for sets too large for that, by TracIn — and looks at each
+:mod:`distilkit.audit._loo`) or, for sets too large for that, by TracIn — and looks at each
 distilled image's top-k most influenced test images (no class filter). Three numbers make the
 study's qualitative claim ("each top set shares a sub-concept") measurable:
 
@@ -37,13 +37,13 @@ import torch
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from distilkit.audit.common import pyplot, save_figure, to_original_pixels
-from distilkit.audit.loo import influence_from_losses, loo_test_losses, spearman, tracin
-from distilkit.audit.real_models import penultimate
-from distilkit.audit.real_runs import STUDY_DISTILLED, balanced_subsample, seeded_model, test_split
+from distilkit.audit._common import pyplot, save_figure, to_original_pixels
+from distilkit.audit._loo import influence_from_losses, loo_test_losses, spearman, tracin
+from distilkit.audit._real_models import penultimate
+from distilkit.audit._real_runs import STUDY_DISTILLED, balanced_subsample, seeded_model, test_split
+from distilkit.audit._registry import AuditContext, AuditResult, Table, register_audit
+from distilkit.audit._stats import OPEN, outcome_from_test, paired_test, sign_test_p, two_proportion_p
 from distilkit.audit.recognition import panel_protocol
-from distilkit.audit.registry import AuditContext, AuditResult, Table, register_audit
-from distilkit.audit.stats import OPEN, outcome_from_test, paired_test, sign_test_p, two_proportion_p
 from distilkit.data.real import RealData
 from distilkit.distilled import DistilledSet
 from distilkit.errors import DistilkitError

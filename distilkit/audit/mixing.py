@@ -12,7 +12,7 @@ the same protocol for both arms.
 
 Uncertainty: every seed trains the distilled and the baseline runs from the same initialisation
 seed and with the same real additions, so differences are paired by seed. The verdict follows from
-a paired-seed bootstrap interval (:mod:`distilkit.audit.stats`) of the per-seed change from k = 0
+a paired-seed bootstrap interval (:mod:`distilkit.audit._stats`) of the per-seed change from k = 0
 averaged over the small k (0 < k ≤ 10): "holds" when the interval lies below 0, "does not hold"
 when above, else (or with fewer than 3 seeds) "inconclusive at this budget". Per k, the interval of
 distilled − random says where the curves meet: the first k whose interval is not wholly above 0.
@@ -24,9 +24,9 @@ import statistics
 
 import torch
 
-from distilkit.audit.common import pyplot, save_figure, share
-from distilkit.audit.registry import AuditContext, AuditResult, Table, register_audit
-from distilkit.audit.stats import FAILS, HOLDS, describe, paired_test
+from distilkit.audit._common import pyplot, save_figure, share
+from distilkit.audit._registry import AuditContext, AuditResult, Table, register_audit
+from distilkit.audit._stats import FAILS, HOLDS, describe, paired_test
 from distilkit.data.real import RealData
 from distilkit.distilled import DistilledSet
 from distilkit.seeding import derive_seed

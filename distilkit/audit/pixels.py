@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from distilkit.audit.common import pyplot, save_figure, to_original_pixels
-from distilkit.audit.registry import AuditContext, AuditResult, Table, register_audit
+from distilkit.audit._common import pyplot, save_figure, to_original_pixels
+from distilkit.audit._registry import AuditContext, AuditResult, Table, register_audit
 from distilkit.data.real import RealData
 from distilkit.distilled import DistilledSet
 from distilkit.seeding import generator as seed_generator

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import torch
 
-from distilkit.audit.common import pyplot, save_figure
-from distilkit.audit.real_models import penultimate
-from distilkit.audit.registry import AuditContext, AuditResult, Table, register_audit
+from distilkit.audit._common import pyplot, save_figure
+from distilkit.audit._real_models import penultimate
+from distilkit.audit._registry import AuditContext, AuditResult, Table, register_audit
 from distilkit.data.real import RealData
 from distilkit.distilled import DistilledSet
 from distilkit.seeding import generator as seed_generator

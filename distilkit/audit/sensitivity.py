@@ -12,7 +12,7 @@ two cores.
 Uncertainty: seed s draws its own random real subset and trains the distilled and the random runs
 of every setup from the same initialisation seed, so per seed the mean relative accuracy loss over
 the non-standard setups (distilled minus random) is a paired difference. Its paired-seed bootstrap
-interval (:mod:`distilkit.audit.stats`) gives the verdict: "holds" (distilled data is more
+interval (:mod:`distilkit.audit._stats`) gives the verdict: "holds" (distilled data is more
 sensitive) when the interval lies above 0, "does not hold" when below, otherwise — or with fewer
 than 3 seeds — "inconclusive at this budget".
 """
@@ -24,9 +24,9 @@ import statistics
 
 import torch
 
-from distilkit.audit.common import pyplot, save_figure, share
-from distilkit.audit.registry import AuditContext, AuditResult, Table, register_audit
-from distilkit.audit.stats import describe, paired_test
+from distilkit.audit._common import pyplot, save_figure, share
+from distilkit.audit._registry import AuditContext, AuditResult, Table, register_audit
+from distilkit.audit._stats import describe, paired_test
 from distilkit.data.real import RealData
 from distilkit.distilled import DistilledSet
 from distilkit.seeding import derive_seed

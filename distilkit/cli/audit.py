@@ -27,7 +27,7 @@ from distilkit.cli.options import preset_option
 def audit_command(set_path, source, only, preset, seed, args, labels, learned_lr, push, token) -> None:
     """Run the audits on SET (a folder or a Hub repo id); write audit/report.json, figures and the card's
     audit section (into the folder, or with --push into the repo)."""
-    from distilkit.audit.report import REPORT_FILE, plan_audits, run_audits
+    from distilkit.audit._report import REPORT_FILE, plan_audits, run_audits
     from distilkit.config import parse_audit_overrides
     from distilkit.errors import DistilkitError
     from distilkit.hub.repo import open_set, parse_set_ref
@@ -47,7 +47,7 @@ def audit_command(set_path, source, only, preset, seed, args, labels, learned_lr
                 if names is None or name in names:
                     click.echo(f"[Q{entry['question']}] {name}: {entry['verdict']}")
             if push:
-                from distilkit.audit.report import audit_markdown, card_audit_entries
+                from distilkit.audit._report import audit_markdown, card_audit_entries
                 from distilkit.hub.publish import push_audit
 
                 sha = push_audit(opened.folder, opened.hub, opened.commit, token, ran=names or list(report["audits"]),

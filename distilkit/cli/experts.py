@@ -43,7 +43,7 @@ def experts_command(source, subset, split, drop_empty_classes, pixel_space, pres
     from distilkit.experts import ensure_experts, expert_preset
     from distilkit.hub.experts import push_experts
     from distilkit.methods import get_method
-    from distilkit.methods.registry import dataset_families
+    from distilkit.methods._registry import dataset_families
     from distilkit.outputs import check_output_folder
     from distilkit.runtime import make_accelerator
 

@@ -20,7 +20,7 @@ from distilkit.cli.options import preset_option
 def methods_command(name, preset, ipc, families, verbose) -> None:
     """List distillation methods, or show NAME's resolved defaults for a preset, IPC and dataset family."""
     from distilkit.methods import get_method, list_methods
-    from distilkit.methods.registry import DATASET_FAMILIES
+    from distilkit.methods._registry import DATASET_FAMILIES
 
     if name is None:
         for method in list_methods():

@@ -1,7 +1,7 @@
 """Distillation methods, registered by name (``distilkit methods`` lists them)."""
 
 from distilkit.methods import bptt, cafe, dm, gradient_matching, herding, kcenter, krr, mtt, random_subset  # noqa: F401  (registration)
-from distilkit.methods.registry import (
+from distilkit.methods._registry import (
     MethodOutput,
     MethodSpec,
     RunContext,

@@ -28,13 +28,13 @@ import torch
 from tqdm.auto import tqdm
 
 from distilkit.errors import DistilkitError
-from distilkit.methods.registry import RunContext
+from distilkit.methods._registry import RunContext
 
 Step = Callable[[int, torch.Generator], dict[str, float]]
 
 
 class Checkpointed(Protocol):
-    """What a method's checkpoint holds (see :mod:`distilkit.methods.learnable` for the shared layouts)."""
+    """What a method's checkpoint holds (see :mod:`distilkit.methods._learnable` for the shared layouts)."""
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """The tensors to save (learned tensors, optimizer state, networks)."""

@@ -31,10 +31,10 @@ from torch.func import functional_call
 
 from distilkit.data.real import RealData
 from distilkit.errors import DistilkitError
+from distilkit.methods._learnable import LearnedTensors, label_logits
 from distilkit.methods._loop import LearningLoop
-from distilkit.methods.learnable import LearnedTensors, label_logits
-from distilkit.methods.registry import MethodOutput, RunContext, register_method
-from distilkit.methods.synthetic import learnable_images
+from distilkit.methods._registry import MethodOutput, RunContext, register_method
+from distilkit.methods._synthetic import learnable_images
 from distilkit.seeding import seeded_model
 from distilkit.train import soft_cross_entropy
 

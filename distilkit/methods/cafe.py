@@ -24,11 +24,11 @@ import torch.nn.functional as F
 from distilkit.data.dsa import DEFAULT_STRATEGY, DSA
 from distilkit.data.real import RealData
 from distilkit.errors import DistilkitError
+from distilkit.methods._learnable import MomentumImages
 from distilkit.methods._loop import LearningLoop
+from distilkit.methods._registry import MethodOutput, RunContext, register_method
+from distilkit.methods._synthetic import learnable_images
 from distilkit.methods.dm import CPU_REAL_CHUNK, _chunk_size
-from distilkit.methods.learnable import MomentumImages
-from distilkit.methods.registry import MethodOutput, RunContext, register_method
-from distilkit.methods.synthetic import learnable_images
 from distilkit.models.convnet import ConvNet
 from distilkit.seeding import seeded_model
 

@@ -15,10 +15,10 @@ import torch
 
 from distilkit.data.dsa import DEFAULT_STRATEGY, DSA
 from distilkit.data.real import RealData
+from distilkit.methods._learnable import MomentumImages
 from distilkit.methods._loop import LearningLoop
-from distilkit.methods.learnable import MomentumImages
-from distilkit.methods.registry import MethodOutput, RunContext, register_method
-from distilkit.methods.synthetic import learnable_images
+from distilkit.methods._registry import MethodOutput, RunContext, register_method
+from distilkit.methods._synthetic import learnable_images
 from distilkit.models.device_policy import device_policy
 from distilkit.seeding import seeded_model
 

@@ -32,10 +32,10 @@ from torch.func import functional_call, grad, vmap
 from distilkit.data.dsa import DEFAULT_STRATEGY, DSA, DSAParams
 from distilkit.data.real import RealData
 from distilkit.errors import DistilkitError
+from distilkit.methods._learnable import MomentumImages
 from distilkit.methods._loop import LearningLoop
-from distilkit.methods.learnable import MomentumImages
-from distilkit.methods.registry import MethodOutput, RunContext, register_method
-from distilkit.methods.synthetic import learnable_images
+from distilkit.methods._registry import MethodOutput, RunContext, register_method
+from distilkit.methods._synthetic import learnable_images
 from distilkit.models.device_policy import device_policy
 from distilkit.seeding import seeded_model
 

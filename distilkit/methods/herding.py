@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 
 from distilkit.data.real import RealData
-from distilkit.methods.features import class_features, output_from_slots, register_selection
-from distilkit.methods.registry import MethodOutput, RunContext
+from distilkit.methods._features import class_features, output_from_slots, register_selection
+from distilkit.methods._registry import MethodOutput, RunContext
 
 
 @register_selection(

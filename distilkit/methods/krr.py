@@ -38,10 +38,10 @@ import torch.nn.functional as F
 from distilkit.data.dsa import DEFAULT_STRATEGY, DSA, DSAParams
 from distilkit.data.real import RealData
 from distilkit.errors import DistilkitError
+from distilkit.methods._learnable import LearnedTensors, label_logits, load_optimizer_tensors, optimizer_tensors
 from distilkit.methods._loop import LearningLoop
-from distilkit.methods.learnable import LearnedTensors, label_logits, load_optimizer_tensors, optimizer_tensors
-from distilkit.methods.registry import MethodOutput, RunContext, register_method
-from distilkit.methods.synthetic import learnable_images
+from distilkit.methods._registry import MethodOutput, RunContext, register_method
+from distilkit.methods._synthetic import learnable_images
 from distilkit.seeding import seeded_model
 from distilkit.train import soft_cross_entropy
 

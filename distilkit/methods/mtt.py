@@ -41,10 +41,10 @@ from distilkit.data.dsa import DEFAULT_STRATEGY, DSA, DSAParams
 from distilkit.data.real import RealData
 from distilkit.errors import DistilkitError
 from distilkit.experts import ExpertConfig, Experts, check_matches, ensure_experts, open_experts
+from distilkit.methods._learnable import LearnedTensors
 from distilkit.methods._loop import LearningLoop
-from distilkit.methods.learnable import LearnedTensors
-from distilkit.methods.registry import MethodOutput, RunContext, register_method
-from distilkit.methods.synthetic import learnable_images
+from distilkit.methods._registry import MethodOutput, RunContext, register_method
+from distilkit.methods._synthetic import learnable_images
 from distilkit.seeding import seeded_model
 from distilkit.train import soft_cross_entropy
 

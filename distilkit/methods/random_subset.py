@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from distilkit.data.real import RealData
-from distilkit.methods.registry import MethodOutput, RunContext, register_method
+from distilkit.methods._registry import MethodOutput, RunContext, register_method
 
 
 @register_method(

@@ -32,8 +32,7 @@ from distilkit.data.dsa import DIGIT_STRATEGY, is_digit_dataset
 from distilkit.errors import ConfigError
 from distilkit.models.factory import model_has_embed
 from distilkit.presets import check_preset, check_preset_keys
-from distilkit.registry import Registry
-from distilkit.validation import check_options
+from distilkit.registry import RegisteredSpec, Registry
 
 FAMILIES = ("selection", "performance-matching", "distribution-matching", "parameter-matching")
 DATASET_FAMILIES = ("rgb", "grayscale", "digits")
@@ -64,15 +63,10 @@ class MethodOutput:
 
 
 @dataclass
-class MethodSpec:
-    name: str
-    family: str
-    summary: str
-    fn: Callable[..., MethodOutput]
-    defaults: dict[str, Any]
-    presets: dict[str, dict[str, Any]]
-    per_ipc: dict[int, dict[str, Any]]
-    citation: str
+class MethodSpec(RegisteredSpec):
+    family: str = "selection"
+    per_ipc: dict[int, dict[str, Any]] = field(default_factory=dict)
+    citation: str = ""
     sources: dict[str, str] = field(default_factory=dict)
     needs_embed: bool = False  # the method calls ``model.embed`` (feature statistics, kernels, selection)
     per_family: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -138,16 +132,11 @@ class MethodSpec:
             if ipc_keys:
                 cfg.update(table[ipc_keys[-1]])
         user_args = {k: v for k, v in (user_args or {}).items() if v is not None}
-        unknown = sorted(set(user_args) - set(cfg))
-        if unknown:
-            raise ConfigError(f"unknown option(s) for method {self.name!r}: {', '.join(unknown)} "
-                              f"(known: {', '.join(sorted(cfg))})")
         model = user_args.get("model", cfg.get("model"))
         if self.needs_embed and isinstance(model, str) and not model_has_embed(model):
             raise ConfigError(f"method {self.name!r} needs a ConvNet model (it uses the embedding, embed(), which "
                               f"{model!r} lacks); e.g. --arg model=convnet-w32")
-        cfg.update(check_options(user_args, self.tables(), f"method {self.name!r}"))
-        return cfg
+        return self.with_user_options(cfg, user_args, self.tables(), known_hint=True)
 
 
 _REGISTRY: Registry[MethodSpec] = Registry("method")
@@ -175,20 +164,14 @@ def register_method(
                           f"{sorted(set(per_family or {}) - set(DATASET_FAMILIES))}")
     check_preset_keys(presets or {}, f"method {name!r}")
 
-    def decorate(fn: Callable[..., MethodOutput]) -> Callable[..., MethodOutput]:
-        _REGISTRY.add(name, MethodSpec(name, family, summary, fn, defaults, presets or {}, per_ipc or {}, citation,
-                                       sources or {}, needs_embed, per_family or {}), fn)
-        return fn
-
-    return decorate
+    return _REGISTRY.decorator(name, lambda fn: MethodSpec(name, summary, fn, defaults, presets or {}, family=family,
+                                                           per_ipc=per_ipc or {}, citation=citation,
+                                                           sources=sources or {}, needs_embed=needs_embed,
+                                                           per_family=per_family or {}))
 
 
-def get_method(name: str) -> MethodSpec:
-    return _REGISTRY.get(name)
-
-
-def list_methods() -> list[str]:
-    return _REGISTRY.names()
+get_method = _REGISTRY.get  # a MethodSpec by name (ConfigError for an unknown one)
+list_methods = _REGISTRY.names  # the registered methods, by name
 
 
 @dataclass

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import torch
 
 from distilkit.data.real import RealData
-from distilkit.methods.registry import MethodOutput, RunContext, register_method
+from distilkit.methods._registry import MethodOutput, RunContext, register_method
 from distilkit.seeding import seeded_model
 from distilkit.train import TrainConfig, train_model
 

@@ -6,7 +6,7 @@ import torch
 
 from distilkit.data.real import RealData
 from distilkit.errors import DistilkitError
-from distilkit.methods.registry import RunContext
+from distilkit.methods._registry import RunContext
 
 
 def initial_images(real: RealData, ipc: int, init: str, generator: torch.Generator) -> torch.Tensor:

@@ -4,7 +4,7 @@ The study trains "on distilled" with SGD lr 0.01, momentum 0.9, no weight decay,
 iterations, no augmentation, and "on real" with the same optimizer at batch 256. Two pools of
 real-data models are compared with the distilled-trained model; their test predictions depend
 only on the real data, the protocol and the seed, so they are built once and cached (see
-:func:`~distilkit.audit.real_models.cached_tensors`) and shared by every set and audit that asks
+:func:`~distilkit.audit._real_models.cached_tensors`) and shared by every set and audit that asks
 for the same pool.
 """
 
@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from distilkit import seeding
-from distilkit.audit.common import share
-from distilkit.audit.real_models import RealModelCache, cached_tensors
+from distilkit.audit._common import share
+from distilkit.audit._real_models import RealModelCache, cached_tensors
 from distilkit.data.real import RealData
 from distilkit.distilled import DistilledSet
 from distilkit.errors import ConfigError
@@ -85,7 +85,7 @@ def train_on_distilled(dset: DistilledSet, real: RealData, model_name: str, prot
                        index: int = 0) -> nn.Module:
     """A fresh model trained on the distilled set with its ``labels`` ("hard", or "soft" if it has
     them) and, with ``learned_lr``, its learned lr (else the protocol's; the audit-wide options of
-    :class:`~distilkit.audit.registry.AuditContext` decide, not ``protocol.use_learned_lr``). Its
+    :class:`~distilkit.audit._registry.AuditContext` decide, not ``protocol.use_learned_lr``). Its
     initialisation and data order come from member ``index`` of the ``distilled-model`` streams."""
     model = seeded_model(model_name, real, seed, "distilled-model", index)
     lr = dset.lr_for(learned_lr)

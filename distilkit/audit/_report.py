@@ -8,7 +8,7 @@ and :meth:`AuditReport.save` (merge into a set folder). :func:`run_audits` is th
 ``audit/report.json`` = {"distilkit_version", "created", "set", "source", "audits": {NAME: {"question",
 "preset", "seed", "config", "summary", "verdict", "tests", "series", "tables", "figures", "artifacts",
 "date", "seconds"}}}: ``tests`` are the intervals and tests the verdict follows from (see
-:mod:`distilkit.audit.stats`), ``series`` the curves behind the figures. The card gets the summaries
+:mod:`distilkit.audit._stats`), ``series`` the curves behind the figures. The card gets the summaries
 (and each test's estimate, interval or p-value and outcome) under ``distilkit.audits`` and a human
 section between the audit markers.
 Re-running replaces only the audits it re-ran, keeps the others, and writes every file atomically.
@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from distilkit import jsonio
-from distilkit.audit.real_models import RealModelCache
-from distilkit.audit.registry import TRAINING_DEFAULTS, AuditContext, AuditSpec, Table, get_audit, list_audits
+from distilkit.audit._real_models import RealModelCache
+from distilkit.audit._registry import TRAINING_DEFAULTS, AuditContext, AuditSpec, Table, get_audit, list_audits
 from distilkit.card import read_card, replace_section
 from distilkit.data.real import RealData
 from distilkit.distilled import DistilledSet
@@ -132,7 +132,7 @@ def plan_audits(only: list[str] | None = None, preset: str = "cpu", seed: int = 
     """Check and resolve a run of the named audits (default: all) before any work: unknown audits,
     presets, options and values fail here. ``overrides`` maps an audit name to options that replace its
     preset defaults; ``labels`` and ``learned_lr`` None take the preset's
-    (:data:`~distilkit.audit.registry.TRAINING_DEFAULTS`)."""
+    (:data:`~distilkit.audit._registry.TRAINING_DEFAULTS`)."""
     check_preset(preset)
     training = {**TRAINING_DEFAULTS[preset], **{k: v for k, v in (("labels", labels), ("learned_lr", learned_lr))
                                                  if v is not None}}

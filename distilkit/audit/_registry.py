@@ -9,15 +9,13 @@ entry (e.g. ``standard``, ``paper``) runs the base values.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from distilkit.errors import ConfigError
 from distilkit.presets import PRESETS, check_preset, check_preset_keys
-from distilkit.registry import Registry
-from distilkit.validation import check_options
+from distilkit.registry import RegisteredSpec, Registry
 
 # How every audit trains on the distilled set, per preset (``distilkit audit --labels/--learned-lr``
 # override): the study's protocol — hard labels, the protocol's lr 0.01, never a learned lr.
@@ -48,7 +46,7 @@ class Table:
 class AuditResult:
     """What an audit returns: scalars for the card YAML, tables and figures for its body, a verdict
     sentence in plain language, and artifact files (relative to the set folder). ``tests`` are the
-    intervals and tests the verdict follows from (dicts of :mod:`distilkit.audit.stats`); ``series``
+    intervals and tests the verdict follows from (dicts of :mod:`distilkit.audit._stats`); ``series``
     holds the curves and distributions behind the figures (for ``distilkit compare``'s overlays)."""
 
     summary: dict[str, Any]
@@ -86,24 +84,14 @@ class AuditContext:
 
 
 @dataclass
-class AuditSpec:
-    name: str
-    question: int
-    summary: str
-    fn: Callable[..., AuditResult]
-    defaults: dict[str, Any]
-    presets: dict[str, dict[str, Any]]
+class AuditSpec(RegisteredSpec):
+    question: int = 1
     distributed: bool = False  # run on every process (its result is used on the main one only)
 
     def resolve(self, preset: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         check_preset(preset)
         cfg = {**self.defaults, **self.presets.get(preset, {})}
-        unknown = sorted(set(overrides or {}) - set(cfg))
-        if unknown:
-            raise ConfigError(f"unknown option(s) for audit {self.name!r}: {', '.join(unknown)}")
-        given = {k: v for k, v in (overrides or {}).items() if v is not None}
-        cfg.update(check_options(given, [self.defaults, *self.presets.values()], f"audit {self.name!r}"))
-        return cfg
+        return self.with_user_options(cfg, overrides or {}, [self.defaults, *self.presets.values()])
 
 
 _AUDITS: Registry[AuditSpec] = Registry("audit", order=lambda name, spec: (spec.question, name))
@@ -117,17 +105,9 @@ def register_audit(name: str, *, question: int, summary: str, defaults: dict[str
         raise ConfigError(f"audit {name!r}: question must be 1, 2 or 3, got {question!r}")
     check_preset_keys(presets or {}, f"audit {name!r}")
 
-    def decorate(fn: Callable[..., AuditResult]) -> Callable[..., AuditResult]:
-        _AUDITS.add(name, AuditSpec(name, question, summary, fn, defaults, presets or {}, distributed), fn)
-        return fn
-
-    return decorate
+    return _AUDITS.decorator(name, lambda fn: AuditSpec(name, summary, fn, defaults, presets or {}, question=question,
+                                                        distributed=distributed))
 
 
-def get_audit(name: str) -> AuditSpec:
-    return _AUDITS.get(name)
-
-
-def list_audits() -> list[str]:
-    """The registered audits, by question, then name."""
-    return _AUDITS.names()
+get_audit = _AUDITS.get  # an AuditSpec by name (ConfigError for an unknown one)
+list_audits = _AUDITS.names  # the registered audits, by question, then name
