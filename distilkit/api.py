@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 
 def distill(
-    source: Source = "embedded",
+    source: Source | os.PathLike = "embedded",
     *,
     method: str = "dm",
     ipc: int = 10,
@@ -77,6 +77,8 @@ def distill(
     unknown = sorted(set(options) - known)
     if unknown:
         raise DistilkitError(f"unknown source option(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    if isinstance(source, os.PathLike):
+        source = os.fspath(source)
     data = None if isinstance(source, str) else source
     if isinstance(source, RealData):
         if options:

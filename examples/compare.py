@@ -1,7 +1,7 @@
 """Compare distilled sets of one source as the study does: distill a few methods, then overlay their
 mixing curves, agreement distributions, early-recognition curves and Hessian traces in one report.
 
-    python examples/compare.py                                   # dm vs random, IPC 10, cpu preset (an hour on 2 cores)
+    python examples/compare.py                                   # dm vs random, IPC 10, cpu preset
     python examples/compare.py --methods dm,dc,random --preset smoke --out comparison
 """
 
@@ -17,7 +17,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--methods", default="dm,random", help="comma-separated methods, at least two")
     parser.add_argument("--ipc", type=int, default=10)
-    parser.add_argument("--preset", default="cpu", help="cpu or smoke (seconds per step)")
+    parser.add_argument("--preset", default="cpu", help="cpu or smoke (seconds)")
     parser.add_argument("--out", default="comparison", help="the comparison folder; the sets go to OUT/sets/")
     args = parser.parse_args()
 

@@ -1,7 +1,7 @@
 """The Python API end to end, without the command line: distill, evaluate and audit in memory, then
 save the set with its audit and load it back.
 
-    python examples/python_api.py                      # embedded Fashion-MNIST, dm, IPC 10, cpu preset (minutes)
+    python examples/python_api.py                      # embedded Fashion-MNIST, dm, IPC 10, cpu preset
     python examples/python_api.py --preset smoke       # seconds: tiny networks, a few steps
 """
 
