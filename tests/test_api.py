@@ -232,7 +232,7 @@ def test_public_names_resolve_and_audit_is_callable_as_the_api():
     from distilkit import audit as again
 
     assert again is audit is sys.modules["distilkit.audit"] and callable(audit)
-    assert audit.list_audits() == distilkit.list_audits() and audit.report.AuditReport is distilkit.AuditReport
+    assert audit.list_audits() == distilkit.list_audits() and audit._report.AuditReport is distilkit.AuditReport
     with pytest.raises(DistilkitError, match="unknown audit"):  # the call reaches distilkit.api.audit
         audit("no-such-folder", only=["nope"])
 
