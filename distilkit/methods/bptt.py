@@ -65,7 +65,7 @@ State = tuple[list[torch.Tensor], list[torch.Tensor]]  # (parameters, momentum b
         "inner_steps": "Remember the Past (Deng & Russakovsky 2022) unroll lengths, per IPC",
         "truncate": "Remember the Past: truncated backpropagation", "inner_momentum": "Remember the Past",
         "learn_lr": "Wang et al. 2018 / Remember the Past", "learn_labels": "Remember the Past",
-        "checkpoint_segment": "distilkit: exact gradient checkpointing (examples/bench_methods.py: 4x less memory)",
+        "checkpoint_segment": "distilkit: exact gradient checkpointing (benchmarks/bench_methods.py: 4x less memory)",
         "model": "ConvNet-3 w128, REFERENCE.md §2",
         "cpu.inner_steps": "tuned on embedded FMNIST: IPC 1 8 steps (58.9 %), IPC 10 30 steps, last 10 "
                            "differentiated (77.3 %; 8 full steps at lr 0.01 stayed below random)",

@@ -54,7 +54,7 @@ from distilkit.seeding import seeded_model
         "temperature": "[R] CAFE paper", "outer_loop": "[R] CAFE's bi-level loop", "inner_steps": "[R] CAFE",
         "lr_images": "[R] CAFE", "lr_net": "DC/DSA net lr, REFERENCE.md §3", "iterations": "[R] CAFE",
         "batch_real": "DM code, REFERENCE.md §3", "model": "ConvNet-3 w128, REFERENCE.md §2",
-        "real_chunk": "DM's batching, measured by examples/bench_dm.py",
+        "real_chunk": "DM's batching, measured by benchmarks/bench_dm.py",
         "cpu.iterations": "sized for 2 CPU cores; 66.5 / 78.6 % at IPC 1 / 10 on embedded FMNIST (5 runs)",
         "cpu.lr_images": "cpu preset choice", "cpu.outer_loop": "cpu preset: fresh random networks (as DM)",
         "cpu.inner_steps": "cpu preset: fresh random networks (as DM)",

@@ -5,7 +5,7 @@ real batch and the synthetic images with the same DSA transformation per class, 
 synthetic images so that their class means of the embedding match the real ones:
 ``loss = sum_c || mean embed(real_c) - mean embed(syn_c) ||^2``. All classes share the same forward
 calls (one pass on GPU, small chunks on CPU; see :func:`matching_step`, measured by
-examples/bench_dm.py); the real side runs without autograd and its class sums are all-reduced across
+benchmarks/bench_dm.py); the real side runs without autograd and its class sums are all-reduced across
 processes, so every rank computes the same loss on the same synthetic images.
 """
 
@@ -44,8 +44,8 @@ CPU_REAL_CHUNK, CPU_SYN_CHUNK = 32, 64
         "lr_images": "DM code, REFERENCE.md §3", "momentum": "DM code", "batch_real": "DM code, REFERENCE.md §3",
         "model": "ConvNet-3 w128 instance norm, REFERENCE.md §2", "dsa": "DM code (DSA on real and synthetic)",
         "dsa_strategy": "DSA code", "init": "DM code (init from real images)",
-        "real_chunk": "distilkit: 32 real images per forward on CPU, measured by examples/bench_dm.py",
-        "syn_chunk": "distilkit: 64 synthetic images per pass on CPU, measured by examples/bench_dm.py",
+        "real_chunk": "distilkit: 32 real images per forward on CPU, measured by benchmarks/bench_dm.py",
+        "syn_chunk": "distilkit: 64 synthetic images per pass on CPU, measured by benchmarks/bench_dm.py",
         "cpu.iterations": "sized for 2 CPU cores (~3 min at IPC 10); beats random 79 vs 75 % (distilkit evaluate)",
         "cpu.batch_real": "sized for 2 CPU cores; the loss is noise-limited from ~100 iterations on",
         "cpu.model": "ConvNet-3 w32: a w128 step on 100 images takes ~1 s on this CPU",

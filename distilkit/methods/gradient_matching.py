@@ -17,7 +17,7 @@ class alike, and DSA with one group per batch while training the network on the 
 The per-class gradients are computed either class by class (``gradient_strategy="loop"``, DC's own
 loop, the yardstick) or for all classes at once with ``torch.func`` (``"vmap"``: ``vmap`` over
 classes of ``grad`` of a ``functional_call``, the image gradient taken through it); ``"auto"``
-picks what examples/bench_gradient_matching.py measured faster on the device. The real side is
+picks what benchmarks/bench_gradient_matching.py measured faster on the device. The real side is
 sharded across processes (each rank a slice of every class's batch, per-class gradient sums
 all-reduced), so every rank computes the same distance on the same synthetic images.
 """
@@ -73,7 +73,7 @@ SOURCES = {
     "model": "ConvNet-3 w128 instance norm, REFERENCE.md §2",
     "init": "DC code (--init noise; its help says real gives similar results)",
     "dsa_strategy": "DSA code (color_crop_cutout_flip_scale_rotate)",
-    "gradient_strategy": "distilkit: vmap over classes on GPUs, per-class loop on CPUs; examples/bench_gradient_"
+    "gradient_strategy": "distilkit: vmap over classes on GPUs, per-class loop on CPUs; benchmarks/bench_gradient_"
                          "matching.py, ConvNet w128, batch_real 256, one matching step: CPU 1 thread loop 14-19 s "
                          "vs vmap 22-39 s (peak RSS ~1.2-3 GB vs ~11.8 GB); H100 loop 0.14-0.21 s vs vmap 0.06-0.10 s; "
                          "CPU 2 threads, with the ConvNet's CPU chunking: loop 7.1-8.1 s vs DC's own loop 11.0-16.0 s",

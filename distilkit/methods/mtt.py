@@ -92,7 +92,7 @@ EXPERT_MEMORY = 8  # expert trajectories kept in memory at once
         "momentum_lr": "MTT distill.py", "batch_syn": "MTT distill.py (default: the whole set)",
         "soft_labels": "TESLA (Cui et al. 2023): labels from an expert's logits; off as in MTT",
         "lr_labels": "TESLA label lr [R]",
-        "memory": "TESLA: recompute per-step gradients (exact; examples/bench_mtt.py)",
+        "memory": "TESLA: recompute per-step gradients (exact; benchmarks/bench_mtt.py)",
         "model": "ConvNet-3 w128, REFERENCE.md §2", "dsa": "MTT (DSA on the synthetic batches)",
         "num_experts": "MTT buffer.py (100 experts)", "expert_train_epochs": "MTT buffer.py, REFERENCE.md §3 (50)",
         "expert_batch": "MTT buffer.py (batch_train 256)",
