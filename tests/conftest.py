@@ -20,6 +20,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+from distilkit.checkpoint import Checkpointer  # noqa: E402
+
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
@@ -94,3 +96,20 @@ def one_error_line(result, *needles: str) -> str:
     for needle in needles:
         assert needle in lines[0], lines[0]
     return lines[0]
+
+
+class Crash(RuntimeError):
+    """What :class:`CrashingCheckpointer` raises: the stand-in for a killed run."""
+
+
+class CrashingCheckpointer(Checkpointer):
+    """Saves like the real one, then dies right after the checkpoint at ``crash_at`` (a killed run)."""
+
+    def __init__(self, *args, crash_at: int, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.crash_at = crash_at
+
+    def save(self, tensors, state) -> None:
+        super().save(tensors, state)
+        if state["step"] == self.crash_at:
+            raise Crash

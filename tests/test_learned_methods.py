@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import Crash, CrashingCheckpointer
 
 from distilkit.checkpoint import Checkpointer
 from distilkit.errors import DistilkitError
@@ -16,21 +17,6 @@ def run(name, real, accelerator, seed=0, ipc=2, checkpointer=None, resume=False,
     spec = get_method(name)
     cfg = spec.resolve("smoke", ipc, args)
     return spec.fn(real, ipc, cfg, RunContext(accelerator, seed, checkpointer, resume))
-
-
-class Crash(RuntimeError):
-    pass
-
-
-class CrashingCheckpointer(Checkpointer):
-    def __init__(self, *args, crash_at: int, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.crash_at = crash_at
-
-    def save(self, tensors, state) -> None:
-        super().save(tensors, state)
-        if state["step"] == self.crash_at:
-            raise Crash
 
 
 @pytest.mark.parametrize(("name", "args"), VARIANTS, ids=["cafe", "krr-frepo", "krr-kip", "bptt"])

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import Crash, CrashingCheckpointer
 
 from distilkit.checkpoint import Checkpointer
 from distilkit.errors import DistilkitError
@@ -51,23 +52,6 @@ def test_dm_moves_images_and_lowers_the_loss(embedded_real, accelerator):
     assert not torch.equal(out.images, start.images)
     losses = out.history["loss"]
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5
-
-
-class Crash(RuntimeError):
-    pass
-
-
-class CrashingCheckpointer(Checkpointer):
-    """Saves like the real one, then dies right after the checkpoint at ``crash_at``."""
-
-    def __init__(self, *args, crash_at: int, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.crash_at = crash_at
-
-    def save(self, tensors, state) -> None:
-        super().save(tensors, state)
-        if state["step"] == self.crash_at:
-            raise Crash
 
 
 def test_dm_resume_is_bit_identical(embedded_real, accelerator, tmp_path):

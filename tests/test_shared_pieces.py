@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import Crash, CrashingCheckpointer
 from safetensors.torch import load_file, save_file
 
 from distilkit.checkpoint import Checkpointer
@@ -18,23 +19,6 @@ from distilkit.methods._registry import RunContext
 from distilkit.models import create_model
 from distilkit.outputs import atomic_path, write_atomic
 from distilkit.seeding import ModelShape, seeded_model
-
-
-class Crash(RuntimeError):
-    pass
-
-
-class CrashingCheckpointer(Checkpointer):
-    """Saves like the real one, then dies right after the checkpoint at ``crash_at`` (a killed run)."""
-
-    def __init__(self, *args, crash_at: int, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.crash_at = crash_at
-
-    def save(self, tensors, state) -> None:
-        super().save(tensors, state)
-        if state["step"] == self.crash_at:
-            raise Crash
 
 
 def fake_accelerator(rank: int = 0, processes: int = 1) -> SimpleNamespace:
