@@ -27,6 +27,5 @@ def test_bench_gradient_matching_runs_on_tiny_settings(tmp_path):
         assert r["outer_step_s"] > 0 and r["iteration_s_estimate"] == r["outer_step_s"] * r["outer_loop"]
     assert all("outer_step_s" not in rows[i] for i in (0, 3, 4))
     assert [r["tuned_allocator"] for r in rows] == [False, True, True, True, True]  # the yardstick at glibc defaults
-    assert rows[3]["matching_s"] < rows[1]["matching_s"]  # the convolutions alone take less than the whole step
     assert "| dsa | 2 | loop |" in done.stdout and "| dsa | 2 | reference |" in done.stdout
     assert "| dsa | 2 | reference-tuned |" in done.stdout and "| vs reference-tuned |" in done.stdout
