@@ -46,3 +46,5 @@ def test_pyproject_ships_every_package_and_the_templates():
     assert setuptools["package-dir"] == {"distilkit.cards": "cards"}
     patterns = setuptools["package-data"]["distilkit.cards"]
     assert all(any(Path(t).match(p) for p in patterns) for t in (ROOT / "cards").iterdir())
+    tables = setuptools["package-data"]["distilkit.methods"]  # the built-in methods' option tables
+    assert all(any(t.match(p) for p in tables) for t in (ROOT / "distilkit" / "methods").glob("*.yaml"))

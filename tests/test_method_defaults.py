@@ -94,3 +94,34 @@ def _cli():
     from distilkit.cli import cli, methods  # noqa: F401  (methods registers the command)
 
     return cli
+
+
+def test_builtin_tables_are_data_beside_their_module():
+    """Every built-in method's tables come from the YAML beside its module; the DSA strategy they name
+    is the augmentation's own default."""
+    from pathlib import Path
+
+    import distilkit.methods as methods
+    from distilkit.data.dsa import DEFAULT_STRATEGY
+
+    folder = Path(methods.__file__).parent
+    assert {p.stem for p in folder.glob("*.yaml")} == {"_features", "bptt", "cafe", "dm", "gradient_matching",
+                                                       "krr", "mtt"}
+    for name in ("bptt", "cafe", "dc", "dm", "dsa", "herding", "kcenter", "krr", "mtt"):
+        spec = get_method(name)
+        assert spec.defaults and spec.citation and spec.sources and set(spec.presets) >= {"cpu", "smoke"}
+        if "dsa_strategy" in spec.defaults:
+            assert spec.defaults["dsa_strategy"] == DEFAULT_STRATEGY, name
+
+
+def test_method_tables_reads_floats_and_refuses_unknown_tables(tmp_path):
+    from distilkit.errors import ConfigError
+    from distilkit.methods._registry import method_tables
+
+    module = tmp_path / "mine.py"
+    (tmp_path / "mine.yaml").write_text("defaults: {ridge: 1e-5, steps: 10, lr: .5}\nsources: {ridge: mine}\n")
+    assert method_tables(str(module)) == {"defaults": {"ridge": 1e-5, "steps": 10, "lr": 0.5},
+                                          "sources": {"ridge": "mine"}}
+    (tmp_path / "mine.yaml").write_text("defualts: {steps: 10}\n")
+    with pytest.raises(ConfigError, match="unknown table.*defualts"):
+        method_tables(str(module))

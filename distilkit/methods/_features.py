@@ -13,24 +13,18 @@ from collections.abc import Callable
 import torch
 
 from distilkit.data.real import RealData
-from distilkit.methods._registry import MethodOutput, RunContext, register_method
+from distilkit.methods._registry import MethodOutput, RunContext, method_tables, register_method
 from distilkit.seeding import seeded_model
 from distilkit.train import TrainConfig, train_model
 
-FEATURE_DEFAULTS = {"model": "convnet", "feature_epochs": 5, "feature_batch": 256}
-FEATURE_SOURCES = {"model": "DC paper's coreset baselines: features of a real-trained ConvNet, REFERENCE.md §3",
-                   "feature_epochs": "distilkit: enough for a feature extractor (not tuned on test accuracy)",
-                   "cpu.feature_epochs": "sized for 2 CPU cores", "cpu.model": "ConvNet-3 w32 like every cpu preset"}
-FEATURE_PRESETS = {"cpu": {"model": "convnet-w32", "feature_epochs": 2},
-                   "smoke": {"model": "convnet-w8-d2", "feature_epochs": 1}}
+SELECTION_TABLES = method_tables(__file__)  # _features.yaml: family, the feature network's options
 
 
 def register_selection(name: str, summary: str, citation: str) -> Callable:
     """Register a selection baseline that picks real images by their features (:func:`class_features`):
     the selection family, the feature network's options and presets, and the ConvNet embedding it needs."""
-    return register_method(name, needs_embed=True, family="selection", summary=summary,
-                           defaults=dict(FEATURE_DEFAULTS), sources=FEATURE_SOURCES, presets=FEATURE_PRESETS,
-                           citation=citation)
+    tables = {**SELECTION_TABLES, "defaults": dict(SELECTION_TABLES["defaults"]), "citation": citation}
+    return register_method(name, summary=summary, **tables)
 
 
 def class_features(real: RealData, cfg: dict, ctx: RunContext) -> tuple[torch.Tensor, torch.Tensor]:

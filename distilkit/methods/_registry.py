@@ -18,15 +18,23 @@ method's default ``pixel_space`` (used when the run does not choose one), e.g. M
 
 ``sources`` says where defaults come from (key -> provenance, e.g. "DC code (VICO-UoE)", "tuned for
 the cpu preset on embedded FMNIST"); ``distilkit methods NAME --verbose`` prints it beside each value.
+
+The built-in methods keep these tables, with their family, summary and citation, as data beside their
+code (``dm.py`` -> ``dm.yaml``, read by :func:`method_tables`): a method module holds only its
+algorithm, and a change of a default or its provenance is a reviewable one-line data change. A user's
+method passes them in code.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from distilkit.data.dsa import DIGIT_STRATEGY, is_digit_dataset
 from distilkit.errors import ConfigError
@@ -49,6 +57,32 @@ def dataset_families(real: Any) -> tuple[str, ...]:
     if any(is_digit_dataset(str(info.get(k) or "")) for k in ("id", "hub_id")):
         families.append("digits")
     return tuple(families)
+
+
+TABLE_KEYS = ("family", "summary", "needs_embed", "citation", "defaults", "per_family", "presets", "per_ipc", "sources")
+
+
+class _TablesLoader(yaml.SafeLoader):
+    """YAML's safe loader that also reads ``1e-5`` as a float (YAML 1.1 wants ``1.0e-5``)."""
+
+
+_TablesLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?$|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"),
+    list("-+0123456789."),
+)
+
+
+def method_tables(module_file: str) -> dict[str, Any]:
+    """What a built-in method module declares beside it (``.../dm.py`` -> ``.../dm.yaml``): any of its
+    ``family``, ``summary``, ``needs_embed``, ``citation`` and option tables (``defaults``, ``per_family``,
+    ``presets``, ``per_ipc``, ``sources``), as :func:`register_method` takes them."""
+    path = Path(module_file).with_suffix(".yaml")
+    tables = yaml.load(path.read_text(encoding="utf-8"), Loader=_TablesLoader) or {}
+    unknown = sorted(set(tables) - set(TABLE_KEYS))
+    if unknown:
+        raise ConfigError(f"{path.name}: unknown table(s) {', '.join(unknown)}; known: {', '.join(TABLE_KEYS)}")
+    return tables
 
 
 @dataclass

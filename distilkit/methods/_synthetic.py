@@ -6,6 +6,7 @@ import torch
 
 from distilkit.data.real import RealData
 from distilkit.errors import DistilkitError
+from distilkit.methods._learnable import label_logits
 from distilkit.methods._registry import RunContext
 
 
@@ -25,3 +26,12 @@ def learnable_images(real: RealData, ipc: int, init: str, ctx: RunContext) -> tu
     labels = torch.arange(real.num_classes).repeat_interleave(ipc)
     images = initial_images(real, ipc, init, ctx.step_generator(-1)).to(ctx.device).requires_grad_(True)
     return labels, images
+
+
+def learnable_images_and_logits(real: RealData, ipc: int, cfg: dict,
+                                ctx: RunContext) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`learnable_images` plus label logits for methods that learn soft labels: hard labels
+    as :func:`label_logits` at ``cfg["label_confidence"]``, requiring grad when ``cfg["learn_labels"]``."""
+    labels, images = learnable_images(real, ipc, cfg["init"], ctx)
+    logits = label_logits(labels, real.num_classes, cfg["label_confidence"]).to(ctx.device)
+    return labels, images, logits.requires_grad_(cfg["learn_labels"])

@@ -31,56 +31,23 @@ from torch.func import functional_call
 
 from distilkit.data.real import RealData
 from distilkit.errors import DistilkitError
-from distilkit.methods._learnable import LearnedTensors, label_logits
+from distilkit.methods._learnable import LearnedTensors
 from distilkit.methods._loop import LearningLoop
-from distilkit.methods._registry import MethodOutput, RunContext, register_method
-from distilkit.methods._synthetic import learnable_images
+from distilkit.methods._registry import MethodOutput, RunContext, method_tables, register_method
+from distilkit.methods._synthetic import learnable_images_and_logits
 from distilkit.seeding import seeded_model
 from distilkit.train import soft_cross_entropy
 
 State = tuple[list[torch.Tensor], list[torch.Tensor]]  # (parameters, momentum buffers)
 
 
-@register_method(
-    "bptt",
-    family="performance-matching",
-    summary="meta-learning: backpropagate a real-batch loss through unrolled SGD on the synthetic set "
-            "(learned lr and soft labels; truncation and gradient checkpointing)",
-    defaults={"iterations": 2000, "inner_steps": 100, "truncate": 40, "checkpoint_segment": 10,
-              "inner_momentum": 0.9, "lr_inner": 0.01, "learn_lr": True, "learn_labels": True,
-              "label_confidence": 0.9, "lr_images": 0.001, "lr_lr": 0.01, "lr_labels": 0.01, "batch_real": 256,
-              "model": "convnet", "init": "real", "checkpoint_every": 100, "log_every": 10},
-    presets={
-        "cpu": {"iterations": 60, "checkpoint_segment": 0, "lr_images": 0.01, "batch_real": 16, "model": "convnet-w32",
-                "checkpoint_every": 20, "per_ipc": {1: {"inner_steps": 8, "truncate": 0},
-                                                    10: {"inner_steps": 30, "truncate": 10, "lr_images": 0.003}}},
-        "smoke": {"iterations": 4, "checkpoint_segment": 1, "batch_real": 4, "model": "convnet-w8-d2",
-                  "checkpoint_every": 2, "log_every": 1, "per_ipc": {1: {"inner_steps": 3, "truncate": 2}}},
-    },
-    per_ipc={1: {"inner_steps": 50, "truncate": 25}, 10: {"inner_steps": 100, "truncate": 40},
-             50: {"inner_steps": 200, "truncate": 60}},
-    citation="Deng, Z. and Russakovsky, O. Remember the Past: Distilling Datasets into Addressable Memories "
-             "for Neural Networks. NeurIPS 2022; Wang, T. et al. Dataset Distillation. arXiv:1811.10959, 2018.",
-    sources={
-        "inner_steps": "Remember the Past (Deng & Russakovsky 2022) unroll lengths, per IPC",
-        "truncate": "Remember the Past: truncated backpropagation", "inner_momentum": "Remember the Past",
-        "learn_lr": "Wang et al. 2018 / Remember the Past", "learn_labels": "Remember the Past",
-        "checkpoint_segment": "distilkit: exact gradient checkpointing (benchmarks/bench_methods.py: 4x less memory)",
-        "model": "ConvNet-3 w128, REFERENCE.md §2",
-        "cpu.inner_steps": "tuned on embedded FMNIST: IPC 1 8 steps (58.9 %), IPC 10 30 steps, last 10 "
-                           "differentiated (77.3 %; 8 full steps at lr 0.01 stayed below random)",
-        "cpu.truncate": "see inner_steps", "cpu.lr_images": "tuned on embedded FMNIST (IPC 10: 0.003)",
-        "cpu.iterations": "sized for 2 CPU cores", "cpu.model": "ConvNet-3 w32 like every cpu preset",
-    },
-)
+@register_method("bptt", **method_tables(__file__))
 def distill_bptt(real: RealData, ipc: int, cfg: dict, ctx: RunContext) -> MethodOutput:
     _check(cfg)
-    num_classes, device, acc = real.num_classes, ctx.device, ctx.accelerator
-    syn_labels, images = learnable_images(real, ipc, cfg["init"], ctx)
-    logits = label_logits(syn_labels, num_classes, cfg["label_confidence"]).to(device)
+    device, acc = ctx.device, ctx.accelerator
+    syn_labels, images, logits = learnable_images_and_logits(real, ipc, cfg, ctx)
     log_lr = torch.tensor(math.log(cfg["lr_inner"]), device=device)
-    learned = {"images": images, "logits": logits.requires_grad_(cfg["learn_labels"]),
-               "log_lr": log_lr.requires_grad_(cfg["learn_lr"])}
+    learned = {"images": images, "logits": logits, "log_lr": log_lr.requires_grad_(cfg["learn_lr"])}
     groups = [{"params": [images], "lr": cfg["lr_images"]}]
     if cfg["learn_labels"]:
         groups.append({"params": [logits], "lr": cfg["lr_labels"]})

@@ -21,47 +21,19 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from distilkit.data.dsa import DEFAULT_STRATEGY, DSA
+from distilkit.data.dsa import DSA
 from distilkit.data.real import RealData
 from distilkit.errors import DistilkitError
 from distilkit.methods._learnable import MomentumImages
 from distilkit.methods._loop import LearningLoop
-from distilkit.methods._registry import MethodOutput, RunContext, register_method
+from distilkit.methods._registry import MethodOutput, RunContext, method_tables, register_method
 from distilkit.methods._synthetic import learnable_images
 from distilkit.methods.dm import CPU_REAL_CHUNK, _chunk_size
 from distilkit.models.convnet import ConvNet
 from distilkit.seeding import seeded_model
 
 
-@register_method(
-    "cafe",
-    needs_embed=True,
-    family="distribution-matching",
-    summary="match class means of every ConvNet layer's features + a discrimination term (Wang et al. 2022)",
-    defaults={"iterations": 5000, "lr_images": 0.1, "momentum": 0.5, "batch_real": 256, "model": "convnet",
-              "beta": 0.1, "temperature": 1.0, "outer_loop": 10, "inner_steps": 10, "lr_net": 0.01,
-              "dsa": True, "dsa_strategy": DEFAULT_STRATEGY, "init": "real", "real_chunk": "auto",
-              "checkpoint_every": 500, "log_every": 10},
-    presets={
-        "cpu": {"iterations": 200, "lr_images": 1.0, "batch_real": 32, "model": "convnet-w32", "outer_loop": 1,
-                "inner_steps": 0, "checkpoint_every": 50},
-        "smoke": {"iterations": 6, "batch_real": 8, "model": "convnet-w8-d2", "outer_loop": 3, "inner_steps": 1,
-                  "checkpoint_every": 2, "log_every": 1},
-    },
-    citation="Wang, K. et al. CAFE: Learning to Condense Dataset by Aligning Features. CVPR 2022.",
-    sources={
-        "beta": "[R] CAFE paper (discrimination weight); not checked against its code",
-        "temperature": "[R] CAFE paper", "outer_loop": "[R] CAFE's bi-level loop", "inner_steps": "[R] CAFE",
-        "lr_images": "[R] CAFE", "lr_net": "DC/DSA net lr, REFERENCE.md §3", "iterations": "[R] CAFE",
-        "batch_real": "DM code, REFERENCE.md §3", "model": "ConvNet-3 w128, REFERENCE.md §2",
-        "real_chunk": "DM's batching, measured by benchmarks/bench_dm.py",
-        "cpu.iterations": "sized for 2 CPU cores; 66.5 / 78.6 % at IPC 1 / 10 on embedded FMNIST (5 runs)",
-        "cpu.lr_images": "cpu preset choice", "cpu.outer_loop": "cpu preset: fresh random networks (as DM)",
-        "cpu.inner_steps": "cpu preset: fresh random networks (as DM)",
-        "cpu.model": "ConvNet-3 w32 like every cpu preset",
-        "cpu.batch_real": "sized for 2 CPU cores",
-    },
-)
+@register_method("cafe", **method_tables(__file__))
 def distill_cafe(real: RealData, ipc: int, cfg: dict, ctx: RunContext) -> MethodOutput:
     _check(cfg)
     num_classes, device, acc = real.num_classes, ctx.device, ctx.accelerator

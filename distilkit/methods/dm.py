@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import torch
 
-from distilkit.data.dsa import DEFAULT_STRATEGY, DSA
+from distilkit.data.dsa import DSA
 from distilkit.data.real import RealData
 from distilkit.methods._learnable import MomentumImages
 from distilkit.methods._loop import LearningLoop
-from distilkit.methods._registry import MethodOutput, RunContext, register_method
+from distilkit.methods._registry import MethodOutput, RunContext, method_tables, register_method
 from distilkit.methods._synthetic import learnable_images
 from distilkit.models.device_policy import device_policy
 from distilkit.seeding import seeded_model
@@ -25,32 +25,7 @@ from distilkit.seeding import seeded_model
 CPU_REAL_CHUNK, CPU_SYN_CHUNK = 32, 64
 
 
-@register_method(
-    "dm",
-    needs_embed=True,
-    family="distribution-matching",
-    summary="match class means of random-ConvNet embeddings (Zhao & Bilen 2023)",
-    defaults={"iterations": 20000, "lr_images": 1.0, "momentum": 0.5, "batch_real": 256, "model": "convnet",
-              "dsa": True, "dsa_strategy": DEFAULT_STRATEGY, "init": "real", "real_chunk": "auto", "syn_chunk": "auto",
-              "checkpoint_every": 500, "log_every": 10},
-    presets={
-        "cpu": {"iterations": 400, "batch_real": 64, "model": "convnet-w32", "checkpoint_every": 100},
-        "smoke": {"iterations": 6, "batch_real": 8, "model": "convnet-w8-d2", "checkpoint_every": 2,
-                  "log_every": 1},
-    },
-    citation="Zhao, B. and Bilen, H. Dataset Condensation with Distribution Matching. WACV 2023.",
-    sources={
-        "iterations": "DM code (VICO-UoE/DatasetCondensation), REFERENCE.md §3",
-        "lr_images": "DM code, REFERENCE.md §3", "momentum": "DM code", "batch_real": "DM code, REFERENCE.md §3",
-        "model": "ConvNet-3 w128 instance norm, REFERENCE.md §2", "dsa": "DM code (DSA on real and synthetic)",
-        "dsa_strategy": "DSA code", "init": "DM code (init from real images)",
-        "real_chunk": "distilkit: 32 real images per forward on CPU, measured by benchmarks/bench_dm.py",
-        "syn_chunk": "distilkit: 64 synthetic images per pass on CPU, measured by benchmarks/bench_dm.py",
-        "cpu.iterations": "sized for 2 CPU cores (~3 min at IPC 10); beats random 79 vs 75 % (distilkit evaluate)",
-        "cpu.batch_real": "sized for 2 CPU cores; the loss is noise-limited from ~100 iterations on",
-        "cpu.model": "ConvNet-3 w32: a w128 step on 100 images takes ~1 s on this CPU",
-    },
-)
+@register_method("dm", **method_tables(__file__))
 def distill_dm(real: RealData, ipc: int, cfg: dict, ctx: RunContext) -> MethodOutput:
     num_classes, device = real.num_classes, ctx.device
     acc = ctx.accelerator

@@ -34,7 +34,7 @@ from distilkit.data.real import RealData
 from distilkit.errors import DistilkitError
 from distilkit.methods._learnable import MomentumImages
 from distilkit.methods._loop import LearningLoop
-from distilkit.methods._registry import MethodOutput, RunContext, register_method
+from distilkit.methods._registry import MethodOutput, RunContext, method_tables, register_method
 from distilkit.methods._synthetic import learnable_images
 from distilkit.models.device_policy import device_policy
 from distilkit.seeding import seeded_model
@@ -42,58 +42,12 @@ from distilkit.seeding import seeded_model
 STRATEGIES = ("auto", "vmap", "loop")
 COSINE_EPS = 1e-6  # DC's distance_wb adds 1e-6 to the product of the norms
 
-DEFAULTS = {"iterations": 1000, "lr_images": 0.1, "momentum": 0.5, "lr_net": 0.01, "momentum_net": 0.0,
-            "batch_real": 256, "batch_train": 256, "outer_loop": 1, "inner_loop": 1, "model": "convnet",
-            "init": "noise", "gradient_strategy": "auto", "class_chunk": 0, "checkpoint_every": 100,
-            "log_every": 10}
-# DC's get_loops (utils.py): (outer_loop, inner_loop) by IPC; an IPC in between uses the next lower row.
-PER_IPC = {1: {"outer_loop": 1, "inner_loop": 1}, 10: {"outer_loop": 10, "inner_loop": 50},
-           20: {"outer_loop": 20, "inner_loop": 25}, 30: {"outer_loop": 30, "inner_loop": 20},
-           40: {"outer_loop": 40, "inner_loop": 15}, 50: {"outer_loop": 50, "inner_loop": 10}}
-PRESETS = {
-    "cpu": {"iterations": 200, "momentum_net": 0.5, "batch_real": 32, "model": "convnet-w32", "init": "real",
-            "checkpoint_every": 20,
-            "per_ipc": {10: {"iterations": 30, "outer_loop": 10, "inner_loop": 5, "checkpoint_every": 5}}},
-    "smoke": {"iterations": 4, "batch_real": 8, "model": "convnet-w8-d2", "init": "real", "checkpoint_every": 2,
-              "log_every": 1, "per_ipc": {1: {"outer_loop": 2, "inner_loop": 1}}},
-}
-SOURCES = {
-    "iterations": "DC code (VICO-UoE/DatasetCondensation main.py --Iteration), REFERENCE.md §3",
-    "lr_images": "DC/DSA code (--lr_img 0.1), REFERENCE.md §3",
-    "momentum": "DC code (image SGD momentum 0.5), REFERENCE.md §3",
-    "lr_net": "DC code (--lr_net 0.01), REFERENCE.md §3",
-    "momentum_net": "DC/DSA code main.py: the network's SGD has no momentum (since mid-2021; the first release "
-                    "used 0.5)",
-    "cpu.momentum_net": "distilkit's own choice, not the reference's: the cpu preset keeps 0.5, the value its "
-                        "measured numbers (cpu.iterations) were taken with",
-    "batch_real": "DC code (--batch_real 256), REFERENCE.md §3",
-    "batch_train": "DC code (--batch_train 256: batches of the synthetic set in the inner loop)",
-    "outer_loop": "DC code get_loops (IPC 1/10/20/30/40/50 -> 1/10/20/30/40/50), REFERENCE.md §3",
-    "inner_loop": "DC code get_loops (IPC 1/10/20/30/40/50 -> 1/50/25/20/15/10), REFERENCE.md §3",
-    "model": "ConvNet-3 w128 instance norm, REFERENCE.md §2",
-    "init": "DC code (--init noise; its help says real gives similar results)",
-    "dsa_strategy": "DSA code (color_crop_cutout_flip_scale_rotate)",
-    "gradient_strategy": "distilkit: vmap over classes on GPUs, per-class loop on CPUs; benchmarks/bench_gradient_"
-                         "matching.py, ConvNet w128, batch_real 256, one matching step: CPU 1 thread loop 14-19 s "
-                         "vs vmap 22-39 s (peak RSS ~1.2-3 GB vs ~11.8 GB); H100 loop 0.14-0.21 s vs vmap 0.06-0.10 s; "
-                         "CPU 2 threads, with the ConvNet's CPU chunking: loop 7.1-8.1 s vs DC's own loop 11.0-16.0 s",
-    "class_chunk": "distilkit: classes per vmap call (0 = all at once)",
-    "cpu.iterations": "sized for 2 CPU cores (1 thread under load: IPC 1 ~4.5 min, IPC 10 ~7 min); first trial "
-                      "kept: embedded FMNIST, distilkit evaluate 5 runs, IPC 1 dc 64.8 / dsa 64.8 %, "
-                      "IPC 10 dc 76.9 / dsa 77.0 % vs random 46.0 / 75.5 %",
-    "cpu.batch_real": "sized for 2 CPU cores: the real side dominates a matching step (32 per class)",
-    "cpu.checkpoint_every": "cpu preset: an IPC-10 iteration is 10 outer steps",
-    "cpu.model": "ConvNet-3 w32 like every cpu preset",
-    "cpu.init": "cpu preset: few iterations, so start from real images (DC: similar results)",
-    "cpu.inner_loop": "cpu preset: 5 inner epochs instead of DC's 50 at IPC >= 10 (time)",
-    "cpu.outer_loop": "DC code get_loops at IPC 10 (also used at IPC > 10 on the cpu preset)",
-}
+TABLES = method_tables(__file__)  # gradient_matching.yaml: the family and options dc and dsa share
 
 
 def _register(name: str, summary: str, citation: str, dsa: bool):
-    defaults = {**DEFAULTS, "dsa_strategy": DEFAULT_STRATEGY} if dsa else dict(DEFAULTS)
-    return register_method(name, family="parameter-matching", summary=summary, defaults=defaults,
-                           presets=PRESETS, per_ipc=PER_IPC, citation=citation, sources=SOURCES)
+    defaults = {**TABLES["defaults"], "dsa_strategy": DEFAULT_STRATEGY} if dsa else dict(TABLES["defaults"])
+    return register_method(name, summary=summary, **{**TABLES, "defaults": defaults, "citation": citation})
 
 
 @_register("dc", "match per-class network gradients on real and synthetic data (Zhao et al. 2021)",

@@ -35,13 +35,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from distilkit.data.dsa import DEFAULT_STRATEGY, DSA, DSAParams
+from distilkit.data.dsa import DSA, DSAParams
 from distilkit.data.real import RealData
 from distilkit.errors import DistilkitError
-from distilkit.methods._learnable import LearnedTensors, label_logits, load_optimizer_tensors, optimizer_tensors
+from distilkit.methods._learnable import LearnedTensors, load_optimizer_tensors, optimizer_tensors
 from distilkit.methods._loop import LearningLoop
-from distilkit.methods._registry import MethodOutput, RunContext, register_method
-from distilkit.methods._synthetic import learnable_images
+from distilkit.methods._registry import MethodOutput, RunContext, method_tables, register_method
+from distilkit.methods._synthetic import learnable_images_and_logits
 from distilkit.seeding import seeded_model
 from distilkit.train import soft_cross_entropy
 
@@ -49,51 +49,11 @@ KERNELS = ("frepo", "random-features")
 RENAMED_KERNELS = {"kip": "random-features"}
 
 
-@register_method(
-    "krr",
-    needs_embed=True,
-    family="performance-matching",
-    summary="kernel ridge regression on the synthetic set: FRePo model-pool features (default) or a fixed "
-            "finite random-feature ConvNet kernel (KIP-style, not KIP's infinite-width kernel); learned soft labels",
-    defaults={"kernel": "frepo", "iterations": 5000, "lr_images": 0.003, "lr_labels": 0.003, "learn_labels": True,
-              "label_confidence": 0.9, "ridge": 1e-6, "batch_real": 256, "model": "convnet", "pool_size": 10,
-              "max_online_steps": 100, "lr_net": 0.01, "momentum_net": 0.9, "kernel_nets": 8, "kernel_refresh": 0,
-              "dsa": False, "dsa_strategy": DEFAULT_STRATEGY, "init": "real", "checkpoint_every": 500,
-              "log_every": 10},
-    presets={
-        "cpu": {"iterations": 200, "lr_images": 0.01, "lr_labels": 0.01, "batch_real": 32, "model": "convnet-w32",
-                "pool_size": 4, "max_online_steps": 50, "kernel_nets": 4, "checkpoint_every": 50},
-        "smoke": {"iterations": 6, "batch_real": 4, "model": "convnet-w8-d2", "pool_size": 2, "max_online_steps": 3,
-                  "kernel_nets": 2, "checkpoint_every": 2, "log_every": 1},
-    },
-    per_ipc={50: {"ridge": 1e-5}},
-    citation="Zhou, Y., Nezhadarya, E. and Ba, J. Dataset Distillation using Neural Feature Regression. NeurIPS 2022; "
-             "Nguyen, T., Chen, Z. and Lee, J. Dataset Meta-Learning from Kernel Ridge-Regression. ICLR 2021.",
-    sources={
-        "kernel": "FRePo (Zhou et al. 2022): cheaper than KIP at similar accuracy, REFERENCE.md §3",
-        "pool_size": "[R] FRePo paper (model pool)", "max_online_steps": "[R] FRePo paper",
-        "ridge": "FRePo/KIP papers (regulariser of the kernel solve)", "learn_labels": "FRePo and KIP learn labels",
-        "lr_images": "distilkit default (Adam, as FRePo and KIP)", "lr_labels": "distilkit default (Adam)",
-        "label_confidence": "distilkit's own choice: labels are learned as logits initialised to this confidence "
-                            "and regressed as softmax - 1/K; FRePo learns label vectors from centered one-hot, and "
-                            "evaluates with MSE (distilkit's evaluate: soft cross-entropy on the softmax)",
-        "lr_net": "distilkit's own choice: pool networks take SGD steps at lr 0.01 (FRePo's optimiser differs [R])",
-        "momentum_net": "distilkit's own choice (SGD momentum 0.9 for the pool networks)",
-        "kernel_nets": "distilkit: networks averaged by the random-features kernel (finite width; KIP's kernel is "
-                       "the exact infinite-width NTK/NNGP, not implemented)",
-        "batch_real": "REFERENCE.md §3",
-        "model": "ConvNet-3 w128, REFERENCE.md §2",
-        "cpu.iterations": "tuned on embedded FMNIST: frepo 66.3 / 78.4 %, random-features 64.0 / 77.5 % at IPC 1 / 10",
-        "cpu.lr_images": "cpu preset choice", "cpu.lr_labels": "cpu preset choice",
-        "cpu.model": "ConvNet-3 w32 like every cpu preset",
-    },
-)
+@register_method("krr", **method_tables(__file__))
 def distill_krr(real: RealData, ipc: int, cfg: dict, ctx: RunContext) -> MethodOutput:
     _check(cfg)
     num_classes, device, acc = real.num_classes, ctx.device, ctx.accelerator
-    syn_labels, images = learnable_images(real, ipc, cfg["init"], ctx)
-    logits = label_logits(syn_labels, num_classes, cfg["label_confidence"]).to(device)
-    logits.requires_grad_(cfg["learn_labels"])
+    syn_labels, images, logits = learnable_images_and_logits(real, ipc, cfg, ctx)
     groups = [{"params": [images], "lr": cfg["lr_images"]}]
     if cfg["learn_labels"]:
         groups.append({"params": [logits], "lr": cfg["lr_labels"]})

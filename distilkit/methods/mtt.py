@@ -37,13 +37,13 @@ from collections import OrderedDict
 import torch
 from torch.func import functional_call
 
-from distilkit.data.dsa import DEFAULT_STRATEGY, DSA, DSAParams
+from distilkit.data.dsa import DSA, DSAParams
 from distilkit.data.real import RealData
 from distilkit.errors import DistilkitError
 from distilkit.experts import ExpertConfig, Experts, check_matches, ensure_experts, open_experts
 from distilkit.methods._learnable import LearnedTensors
 from distilkit.methods._loop import LearningLoop
-from distilkit.methods._registry import MethodOutput, RunContext, register_method
+from distilkit.methods._registry import MethodOutput, RunContext, method_tables, register_method
 from distilkit.methods._synthetic import learnable_images
 from distilkit.seeding import seeded_model
 from distilkit.train import soft_cross_entropy
@@ -51,63 +51,7 @@ from distilkit.train import soft_cross_entropy
 EXPERT_MEMORY = 8  # expert trajectories kept in memory at once
 
 
-@register_method(
-    "mtt",
-    family="parameter-matching",
-    summary="trajectory matching: unroll a student on the synthetic set from an expert's epoch t and match "
-            "the expert at t+M (learned lr, optional TESLA soft labels, constant memory in syn_steps)",
-    defaults={"iterations": 5000, "syn_steps": 30, "expert_epochs": 2, "max_start_epoch": 20, "batch_syn": 0,
-              "lr_images": 1000.0, "momentum_images": 0.5, "lr_teacher": 0.01, "lr_lr": 1e-5, "momentum_lr": 0.5,
-              "soft_labels": False, "lr_labels": 2.0, "memory": "constant", "model": "convnet", "dsa": True,
-              "dsa_strategy": DEFAULT_STRATEGY, "init": "real", "experts": "auto", "num_experts": 100,
-              "expert_train_epochs": 50, "expert_batch": 256, "checkpoint_every": 500, "log_every": 10},
-    presets={
-        "cpu": {"iterations": 60, "model": "convnet-w32", "num_experts": 3, "expert_train_epochs": 12,
-                "max_start_epoch": 8, "checkpoint_every": 20,
-                "per_ipc": {1: {"syn_steps": 10, "max_start_epoch": 2, "lr_lr": 1e-6},
-                            10: {"syn_steps": 10, "batch_syn": 25, "max_start_epoch": 8, "lr_lr": 1e-5}}},
-        "smoke": {"iterations": 4, "syn_steps": 3, "expert_epochs": 1, "max_start_epoch": 2, "batch_syn": 8,
-                  "lr_images": 10.0, "model": "convnet-w8-d2", "num_experts": 2, "expert_train_epochs": 2,
-                  "expert_batch": 512, "checkpoint_every": 2, "log_every": 1},
-    },
-    per_ipc={1: {"syn_steps": 50, "max_start_epoch": 2, "lr_lr": 1e-7},
-             10: {"syn_steps": 30, "max_start_epoch": 20, "lr_lr": 1e-5},
-             50: {"syn_steps": 30, "max_start_epoch": 40, "lr_lr": 1e-5}},
-    citation="Cazenavette, G. et al. Dataset Distillation by Matching Training Trajectories. CVPR 2022; "
-             "Cui, J. et al. Scaling Up Dataset Distillation to ImageNet-1K with Constant Memory (TESLA). ICML 2023.",
-    per_family={"rgb": {"pixel_space": "zca", "lr_images": 1000.0}, "grayscale": {"lr_images": 100.0}},
-    sources={
-        "rgb.pixel_space": "MTT CIFAR commands (--zca: images distilled in ZCA space)",
-        "rgb.lr_images": "MTT CIFAR commands (--zca --lr_img 1000)",
-        "grayscale.lr_images": "distilkit's own choice: MTT published no grayscale commands; tuned on embedded FMNIST "
-                               "(normalized pixels, the cpu preset)",
-        "iterations": "MTT distill.py (Iteration 5000)",
-        "syn_steps": "MTT CIFAR-10 commands, REFERENCE.md §3 (IPC 10: 30; IPC 1: 50 [R])",
-        "expert_epochs": "MTT CIFAR-10 commands, REFERENCE.md §3",
-        "max_start_epoch": "MTT CIFAR-10 commands, REFERENCE.md §3 (IPC 10: 20; IPC 1: 2, IPC 50: 40 [R])",
-        "lr_lr": "MTT CIFAR-10 commands, REFERENCE.md §3 (IPC 10: 1e-5; IPC 1: 1e-7 [R])",
-        "lr_teacher": "MTT, REFERENCE.md §3 (initial student lr)",
-        "lr_images": "MTT CIFAR-10 commands with ZCA (lr_img 1000) [R]",
-        "momentum_images": "MTT distill.py (SGD momentum 0.5 for images and lr)",
-        "momentum_lr": "MTT distill.py", "batch_syn": "MTT distill.py (default: the whole set)",
-        "soft_labels": "TESLA (Cui et al. 2023): labels from an expert's logits; off as in MTT",
-        "lr_labels": "TESLA label lr [R]",
-        "memory": "TESLA: recompute per-step gradients (exact; benchmarks/bench_mtt.py)",
-        "model": "ConvNet-3 w128, REFERENCE.md §2", "dsa": "MTT (DSA on the synthetic batches)",
-        "num_experts": "MTT buffer.py (100 experts)", "expert_train_epochs": "MTT buffer.py, REFERENCE.md §3 (50)",
-        "expert_batch": "MTT buffer.py (batch_train 256)",
-        "cpu.model": "ConvNet-3 w32 like every cpu preset",
-        "experts": "distilkit: 'auto' = find or train matching experts; or a folder / hf://<repo_id>",
-        "cpu.num_experts": "sized for 2 CPU cores (a w32 expert of 12 epochs: ~1.5-3 min on one thread)",
-        "cpu.expert_train_epochs": "sized for 2 CPU cores (experts reach ~77 % test accuracy on embedded FMNIST)",
-        "cpu.lr_lr": "MTT's per-IPC values, IPC 1 raised to 1e-6 for the short cpu run",
-        "cpu.checkpoint_every": "a third of the cpu run",
-        "cpu.iterations": "sized for 2 CPU cores; embedded FMNIST, distilkit bench --methods random,dc,dsa,mtt "
-                          "--ipc 1,10 --preset cpu (5 runs): IPC 1 63.8 / IPC 10 76.8 % vs random 46.0 / 75.5 %",
-        "cpu.max_start_epoch": "scaled to the 12-epoch cpu experts",
-        "cpu.syn_steps": "sized for 2 CPU cores", "cpu.batch_syn": "sized for 2 CPU cores",
-    },
-)
+@register_method("mtt", **method_tables(__file__))
 def distill_mtt(real: RealData, ipc: int, cfg: dict, ctx: RunContext) -> MethodOutput:
     _check(cfg)
     device = ctx.device
