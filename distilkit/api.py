@@ -25,11 +25,11 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
 
-    from distilkit.audit._real_models import RealModelCache
     from distilkit.audit._report import AuditReport
     from distilkit.data.real import RealData
     from distilkit.distilled import DistilledSet
     from distilkit.hub.publish import Published
+    from distilkit.real_models import RealModelCache
 
     Source = str | Dataset | DatasetDict | RealData
     SetLike = DistilledSet | str | os.PathLike

@@ -28,7 +28,6 @@ from tqdm.auto import tqdm
 from distilkit import jsonio
 from distilkit.audit._common import pyplot, to_original_pixels
 from distilkit.audit._hessian import hutchinson_trace
-from distilkit.audit._real_models import RealModelCache
 from distilkit.audit._real_runs import parse_iterations, seeded_model
 from distilkit.audit._registry import TRAINING_DEFAULTS, get_audit
 from distilkit.audit._report import load_report, run_audits
@@ -39,6 +38,7 @@ from distilkit.distilled import DistilledSet
 from distilkit.errors import DistilkitError
 from distilkit.evaluate import source_config_of
 from distilkit.outputs import write_atomic
+from distilkit.real_models import RealModelCache
 from distilkit.runtime import distilkit_version, make_accelerator
 from distilkit.train import TrainConfig, training_steps
 

@@ -107,7 +107,7 @@ def evaluate_set(
     targets = dset.training_targets(protocol.labels)
     results = []
     if scores and cache is None:
-        from distilkit.audit._real_models import RealModelCache
+        from distilkit.real_models import RealModelCache
 
         cache = RealModelCache()
     for model in names:

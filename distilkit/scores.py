@@ -14,7 +14,7 @@ Per evaluation run r (the same seeds as the plain accuracy runs):
   labels from the full-real model below (a teacher, as DD-Ranking relabels random data).
 - HLR_r = acc(full real data) - acc(set, hard labels): hard-label recovery. The full-real model is
   trained once per (source, pixel space, model, protocol), with seed 0, and cached by
-  :class:`distilkit.audit._real_models.RealModelCache` (shared with the audits).
+  :class:`distilkit.real_models.RealModelCache` (shared with the audits).
 - LRS_r = (e^a - e^-1) / (e - e^-1), a = w * IOR_r - (1 - w) * HLR_r, w = 0.5: the label-robust score.
 - ARS_r = (e^b - e^-1) / (e - e^-1), b = w * (acc_aug(set) - acc_aug(random))
   + (1 - w) * (acc_noaug(set) - acc_noaug(random)): the augmentation-robust score, from accuracies

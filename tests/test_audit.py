@@ -6,10 +6,10 @@ import pytest
 from click.testing import CliRunner
 
 from distilkit.audit import get_audit, list_audits
-from distilkit.audit._real_models import RealModelCache
 from distilkit.audit._report import run_audits
 from distilkit.cli import audit as audit_cli  # noqa: F401  (registers the commands)
 from distilkit.cli import cli
+from distilkit.real_models import RealModelCache
 
 
 def test_registry_lists_q1_audits():

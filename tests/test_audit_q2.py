@@ -10,11 +10,11 @@ import torch
 from torch.func import functional_call
 
 from distilkit.audit._hessian import hessian_vector_products, hutchinson_trace, top_eigenvalue, trainable_parameters
-from distilkit.audit._real_models import RealModelCache
 from distilkit.audit._real_runs import parse_iterations
 from distilkit.audit._report import run_audits
 from distilkit.audit.early_recognition import plateau_iteration, trailing_mean
 from distilkit.models import create_model
+from distilkit.real_models import RealModelCache
 from distilkit.train import soft_cross_entropy
 
 

@@ -7,10 +7,10 @@ import shutil
 
 import torch
 
-from distilkit.audit._real_models import RealModelCache
 from distilkit.audit._report import run_audits
 from distilkit.audit._stats import FAILS, HOLDS, OPEN, two_sample_test
 from distilkit.audit.agreement import match_runs, split_halves
+from distilkit.real_models import RealModelCache
 
 OUTCOMES = {HOLDS, FAILS, OPEN}
 

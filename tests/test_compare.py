@@ -9,13 +9,13 @@ import pytest
 from click.testing import CliRunner
 
 from distilkit.audit import get_audit
-from distilkit.audit._real_models import RealModelCache
 from distilkit.audit._report import run_audits
 from distilkit.cli import cli
 from distilkit.cli import compare as compare_cli  # noqa: F401  (registers the command)
 from distilkit.compare import compare_sets
 from distilkit.config import DistillConfig
 from distilkit.pipeline import distill
+from distilkit.real_models import RealModelCache
 
 
 @pytest.fixture(scope="module")

@@ -29,6 +29,8 @@ RULES: dict[str, tuple[str, ...]] = {
                             "distilkit.models"),
     "distilkit.models": ("distilkit.methods", "distilkit.audit", "distilkit.hub", "distilkit.cli",
                          "distilkit.data"),
+    "distilkit.real_models": ("distilkit.methods", "distilkit.audit", "distilkit.hub", "distilkit.cli"),
+    "distilkit.scores": ("distilkit.methods", "distilkit.audit", "distilkit.hub", "distilkit.cli"),
     "distilkit.train": ("distilkit.methods", "distilkit.audit", "distilkit.hub", "distilkit.cli"),
     "distilkit.audit": ("distilkit.methods", "distilkit.cli"),
     "distilkit.audit._report": ("distilkit.methods", "distilkit.cli"),

@@ -82,9 +82,9 @@ def test_every_training_audit_uses_the_run_wide_labels_and_lr(soft_set, accelera
     """Each audit that trains on the distilled set asks for its targets and lr through the run-wide
     options (hard labels and the protocol's lr by default, the study's protocol; soft and learned
     on request), and the report and card record which were used."""
-    from distilkit.audit._real_models import RealModelCache
     from distilkit.audit._report import run_audits
     from distilkit.card import read_card
+    from distilkit.real_models import RealModelCache
 
     asked: list[tuple[str, object]] = []
     original_targets, original_lr = DistilledSet.training_targets, DistilledSet.lr_for

@@ -11,10 +11,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from distilkit.audit._real_models import RealModelCache
 from distilkit.cli import cli, evaluate, verify  # noqa: F401  (register)
 from distilkit.distilled import DistilledSet
 from distilkit.evaluate import evaluate_folder, evaluate_set
+from distilkit.real_models import RealModelCache
 from distilkit.scores import exp_score
 from distilkit.train import train_preset
 

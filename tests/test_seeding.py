@@ -58,8 +58,8 @@ def test_no_two_independent_models_of_an_audit_run_share_an_initialisation(smoke
     arms and k's of one mixing seed, the sets and setups of one sensitivity seed — a BatchNorm
     ConvNet's parameters have the instance-norm one's shapes and draws) may share one.
     """
-    from distilkit.audit._real_models import RealModelCache
     from distilkit.audit._report import run_audits
+    from distilkit.real_models import RealModelCache
 
     folder = tmp_path / "set"
     shutil.copytree(smoke_set, folder)

@@ -4,7 +4,7 @@ The study trains "on distilled" with SGD lr 0.01, momentum 0.9, no weight decay,
 iterations, no augmentation, and "on real" with the same optimizer at batch 256. Two pools of
 real-data models are compared with the distilled-trained model; their test predictions depend
 only on the real data, the protocol and the seed, so they are built once and cached (see
-:func:`~distilkit.audit._real_models.cached_tensors`) and shared by every set and audit that asks
+:func:`~distilkit.real_models.cached_tensors`) and shared by every set and audit that asks
 for the same pool.
 """
 
@@ -15,10 +15,10 @@ from torch import nn
 
 from distilkit import seeding
 from distilkit.audit._common import share
-from distilkit.audit._real_models import RealModelCache, cached_tensors
 from distilkit.data.real import RealData
 from distilkit.distilled import DistilledSet
 from distilkit.errors import ConfigError
+from distilkit.real_models import RealModelCache, cached_tensors
 from distilkit.seeding import derive_seed
 from distilkit.seeding import generator as seed_generator
 from distilkit.train import TrainConfig, train_model, training_steps

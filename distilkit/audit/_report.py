@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 from distilkit import jsonio
-from distilkit.audit._real_models import RealModelCache
 from distilkit.audit._registry import TRAINING_DEFAULTS, AuditContext, AuditSpec, Table, get_audit, list_audits
 from distilkit.card import read_card, replace_section
 from distilkit.data.real import RealData
@@ -35,6 +34,7 @@ from distilkit.errors import DistilkitError
 from distilkit.evaluate import real_for_set
 from distilkit.outputs import FolderLock, check_output_folder, is_distilkit_set, lock_path, lock_timeout, write_atomic
 from distilkit.presets import check_preset
+from distilkit.real_models import RealModelCache
 from distilkit.runtime import distilkit_version, make_accelerator
 
 REPORT_FILE = "audit/report.json"

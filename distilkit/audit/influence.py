@@ -39,7 +39,6 @@ from tqdm.auto import tqdm
 
 from distilkit.audit._common import pyplot, save_figure, to_original_pixels
 from distilkit.audit._loo import influence_from_losses, loo_test_losses, spearman, tracin
-from distilkit.audit._real_models import penultimate
 from distilkit.audit._real_runs import STUDY_DISTILLED, balanced_subsample, seeded_model, test_split
 from distilkit.audit._registry import AuditContext, AuditResult, Table, register_audit
 from distilkit.audit._stats import OPEN, outcome_from_test, paired_test, sign_test_p, two_proportion_p
@@ -48,6 +47,7 @@ from distilkit.data.real import RealData
 from distilkit.distilled import DistilledSet
 from distilkit.errors import DistilkitError
 from distilkit.outputs import write_atomic
+from distilkit.real_models import penultimate
 from distilkit.seeding import derive_seed
 from distilkit.seeding import generator as seed_generator
 from distilkit.train import TrainConfig

@@ -15,10 +15,10 @@ from __future__ import annotations
 import torch
 
 from distilkit.audit._common import pyplot, save_figure
-from distilkit.audit._real_models import penultimate
 from distilkit.audit._registry import AuditContext, AuditResult, Table, register_audit
 from distilkit.data.real import RealData
 from distilkit.distilled import DistilledSet
+from distilkit.real_models import penultimate
 from distilkit.seeding import generator as seed_generator
 from distilkit.train import TrainConfig
 

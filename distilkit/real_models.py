@@ -1,4 +1,6 @@
-"""Real-data models for audits, trained once per (source, model, protocol, seed) and cached.
+"""Models trained on the real data, once per (source, model, protocol, seed), and cached: the audits'
+real references, compare's shared trajectory and evaluate's full-real accuracy (``--scores``) use them,
+so this module sits beside the cache, not inside the audit package.
 
 Files: ``<cache>/models/<key>.safetensors`` (the state dict) with the model name, protocol and real
 test accuracy in the safetensors metadata. ``key`` hashes the source description, a content hash
