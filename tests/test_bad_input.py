@@ -92,6 +92,8 @@ CASES = [
     ("distill-chunk-zero", [], ["distill", *SMOKE, "--arg", "real_chunk=0"], "real_chunk must be >= 1"),
     ("distill-label-confidence", [], ["distill", *SMOKE, "--method", "krr", "--arg", "label_confidence=1.5"],
      "between 0 and 1"),
+    ("distill-label-confidence-below-uniform", [], ["distill", *SMOKE, "--method", "bptt", "--arg",
+                                                    "label_confidence=0.05"], "between 1/K = 0.1 and 1"),
     # --- distill: model names, and methods that need embed()
     ("distill-model-unknown", [], ["distill", *SMOKE, "--method", "dc", "--arg", "model=convnet-q3"], "unknown model"),
     ("distill-model-depth-zero", [], ["distill", *SMOKE, "--arg", "model=convnet-d0"], "unknown model"),
@@ -146,6 +148,10 @@ CASES = [
      "seeds must be >= 1"),
     ("audit-panel-model", ["set"], ["audit", "set", "--arg", "recognition.panel=[convnet, nope]"], "unknown model"),
     ("audit-protocol-key", ["set"], ["audit", "set", "--arg", "mixing.protocol={speed: 3}"], "unknown key(s)"),
+    ("audit-panel-epochs-length", ["set"], ["audit", "set", "--arg", "recognition.epochs=[1, 2, 3, 4, 5, 6, 7]"],
+     "panel and epochs must have the same length"),
+    ("audit-loo-strategy", ["set"], ["audit", "set", "--only", "mixing", "--arg", "influence.strategy=fast"],
+     "unknown strategy 'fast'"),
     ("audit-tolerance-nan", ["set"], ["audit", "set", "--arg", "agreement.tolerance=.inf"], "finite number"),
     ("audit-nan-set", ["nanset"], ["audit", "nanset", "--preset", "smoke", "--only", "pixels"], "NaN or infinite"),
     # --- publish, verify

@@ -31,10 +31,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from distilkit.errors import DistilkitError
+from distilkit.errors import ConfigError, DistilkitError
 from distilkit.models.device_policy import device_policy
 from distilkit.models.fast_cpu import avg_pool2x2
 from distilkit.train import TrainConfig, train_model
+
+LOO_STRATEGIES = ("auto", "vectorised", "sequential")
 
 
 def _per_sample_ce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -123,8 +125,8 @@ def loo_test_losses(model: nn.Module, images: torch.Tensor, targets: torch.Tenso
     """
     if cfg.batch_size is not None or cfg.dsa:
         raise DistilkitError("exact leave-one-out is defined for full-batch training without augmentation")
-    if strategy not in ("auto", "vectorised", "sequential"):
-        raise ValueError(f"unknown leave-one-out strategy {strategy!r}")
+    if strategy not in LOO_STRATEGIES:
+        raise ConfigError(f"unknown leave-one-out strategy {strategy!r}; choose from {', '.join(LOO_STRATEGIES)}")
     _check_stateless(model)
     n = images.shape[0]
     models = list(range(n + 1)) if models is None else models

@@ -9,6 +9,7 @@ entry (e.g. ``standard``, ``paper``) runs the base values.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,26 +88,33 @@ class AuditContext:
 class AuditSpec(RegisteredSpec):
     question: int = 1
     distributed: bool = False  # run on every process (its result is used on the main one only)
+    check: Callable[[dict[str, Any]], None] | None = None  # refuses a resolved config no run can use
 
     def resolve(self, preset: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         check_preset(preset)
         cfg = {**self.defaults, **self.presets.get(preset, {})}
-        return self.with_user_options(cfg, overrides or {}, [self.defaults, *self.presets.values()])
+        cfg = self.with_user_options(cfg, overrides or {}, [self.defaults, *self.presets.values()])
+        if self.check is not None:
+            self.check(cfg)
+        return cfg
 
 
 _AUDITS: Registry[AuditSpec] = Registry("audit", order=lambda name, spec: (spec.question, name))
 
 
 def register_audit(name: str, *, question: int, summary: str, defaults: dict[str, Any],
-                   presets: dict[str, dict[str, Any]] | None = None, distributed: bool = False):
+                   presets: dict[str, dict[str, Any]] | None = None, distributed: bool = False,
+                   check: Callable[[dict[str, Any]], None] | None = None):
     """Register an audit. ``distributed`` audits are called on every Accelerate process and share
-    their work; the others are called on the main process only."""
+    their work; the others are called on the main process only. ``check(cfg)`` raises a
+    :class:`ConfigError` for a resolved config no run can use; it runs when the audit is planned, before
+    any data is loaded."""
     if question not in (1, 2, 3):
         raise ConfigError(f"audit {name!r}: question must be 1, 2 or 3, got {question!r}")
     check_preset_keys(presets or {}, f"audit {name!r}")
 
     return _AUDITS.decorator(name, lambda fn: AuditSpec(name, summary, fn, defaults, presets or {}, question=question,
-                                                        distributed=distributed))
+                                                        distributed=distributed, check=check))
 
 
 get_audit = _AUDITS.get  # an AuditSpec by name (ConfigError for an unknown one)

@@ -38,14 +38,14 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from distilkit.audit._common import pyplot, save_figure, to_original_pixels
-from distilkit.audit._loo import influence_from_losses, loo_test_losses, spearman, tracin
+from distilkit.audit._loo import LOO_STRATEGIES, influence_from_losses, loo_test_losses, spearman, tracin
 from distilkit.audit._real_runs import STUDY_DISTILLED, balanced_subsample, seeded_model, test_split
 from distilkit.audit._registry import AuditContext, AuditResult, Table, register_audit
 from distilkit.audit._stats import OPEN, outcome_from_test, paired_test, sign_test_p, two_proportion_p
 from distilkit.audit.recognition import panel_protocol
 from distilkit.data.real import RealData
 from distilkit.distilled import DistilledSet
-from distilkit.errors import DistilkitError
+from distilkit.errors import ConfigError
 from distilkit.outputs import write_atomic
 from distilkit.real_models import penultimate
 from distilkit.seeding import derive_seed
@@ -184,9 +184,19 @@ def _summary(stats: dict[str, torch.Tensor]) -> dict:
             "sign_test_p_class_matched": round(sign_test_p(above, n), 6)}
 
 
+def _check(cfg: dict) -> None:
+    """Refuse options no run can use, before any model trains."""
+    if cfg["estimator"] not in ESTIMATORS:
+        raise ConfigError(f"influence: unknown estimator {cfg['estimator']!r}; choose from {', '.join(ESTIMATORS)}")
+    if cfg["strategy"] not in LOO_STRATEGIES:
+        raise ConfigError(f"influence: unknown strategy {cfg['strategy']!r}; choose from {', '.join(LOO_STRATEGIES)}")
+    if int(cfg["inits"]) < 1:
+        raise ConfigError("influence: inits must be at least 1 (2 or more give the noise floor)")
+
+
 @register_audit(
     "influence", question=3, summary="leave-one-out influence of each distilled image; semantics of its top-k",
-    distributed=True,
+    distributed=True, check=_check,
     defaults={"model": "convnet", "protocol": STUDY_DISTILLED, "estimator": "auto", "exact_limit": 1000,
               "check_size": 50, "tracin_checkpoints": 30, "top_k": 9, "test_subsample": None, "model_chunk": 16,
               "strategy": "auto", "coherence_model": "convnet", "coherence_epochs": 40, "random_sets": 50,
@@ -199,8 +209,6 @@ def _summary(stats: dict[str, torch.Tensor]) -> dict:
                        "max_class_figures": 2}},
 )
 def audit_influence(dset: DistilledSet, real: RealData, cfg: dict, ctx: AuditContext) -> AuditResult:
-    if cfg["estimator"] not in ESTIMATORS:
-        raise DistilkitError(f"influence: unknown estimator {cfg['estimator']!r}; choose from {', '.join(ESTIMATORS)}")
     protocol = TrainConfig(model=cfg["model"], **cfg["protocol"])
     lr = ctx.distilled_lr(dset)
     images, targets, labels = dset.images, ctx.distilled_targets(dset), dset.labels
@@ -221,8 +229,6 @@ def audit_influence(dset: DistilledSet, real: RealData, cfg: dict, ctx: AuditCon
         base_labels = real.train_labels[pick]
         baseline = _influence(real.batch(pick), base_labels, base_labels, test_images, test_labels, init, protocol,
                               cfg, None, estimator, ctx, dset.num_classes)
-    if int(cfg["inits"]) < 1:
-        raise DistilkitError("influence: inits must be at least 1 (2 or more give the noise floor)")
     repeats = []  # the noise floor: exact LOO from further inits, on the images exact LOO covers
     covered = torch.arange(n) if estimator == "exact" else balanced_subsample(
         labels, max(1, cfg["check_size"] // dset.num_classes), ctx.seed)

@@ -18,6 +18,7 @@ from distilkit.audit._common import pyplot, save_figure
 from distilkit.audit._registry import AuditContext, AuditResult, Table, register_audit
 from distilkit.data.real import RealData
 from distilkit.distilled import DistilledSet
+from distilkit.errors import ConfigError
 from distilkit.real_models import penultimate
 from distilkit.seeding import generator as seed_generator
 from distilkit.train import TrainConfig
@@ -30,16 +31,20 @@ def panel_protocol(model: str, epochs: int) -> TrainConfig:
     return TrainConfig(model=model, epochs=epochs, **REAL_PROTOCOL)
 
 
+def _check(cfg: dict) -> None:
+    if len(cfg["panel"]) != len(cfg["epochs"]):
+        raise ConfigError(f"recognition: panel and epochs must have the same length, got {len(cfg['panel'])} "
+                          f"models and {len(cfg['epochs'])} epoch counts")
+
+
 @register_audit(
-    "recognition", question=1, summary="real-trained classifiers score the distilled images",
+    "recognition", question=1, summary="real-trained classifiers score the distilled images", check=_check,
     defaults={"panel": ["convnet", "convnet-w16", "timm/resnet18", "timm/resnet34"], "epochs": [40, 20, 40, 40],
               "projection_points": 1000},
     presets={"cpu": {"panel": ["convnet-w32", "convnet-w16", "timm/resnet10t"], "epochs": [5, 5, 3]},
              "smoke": {"panel": ["convnet-w8-d2"], "epochs": [1], "projection_points": 200}},
 )
 def audit_recognition(dset: DistilledSet, real: RealData, cfg: dict, ctx: AuditContext) -> AuditResult:
-    if len(cfg["panel"]) != len(cfg["epochs"]):
-        raise ValueError("recognition: panel and epochs must have the same length")
     images, labels = dset.images, dset.labels
     test_images, test_labels = real.test_set()
     rows, per_class_rows, summary = [], [], {}

@@ -16,11 +16,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from distilkit.errors import ConfigError
+
 
 def label_logits(labels: torch.Tensor, num_classes: int, confidence: float) -> torch.Tensor:
     """Logits whose softmax puts ``confidence`` on the hard label and the rest evenly elsewhere."""
     if not 1.0 / num_classes < confidence < 1.0:
-        raise ValueError(f"label confidence must be in (1/K, 1), got {confidence}")
+        raise ConfigError(f"label_confidence must lie between 1/K = {1.0 / num_classes:.3g} and 1 for "
+                          f"{num_classes} classes, got {confidence}")
     gap = float(torch.log(torch.tensor(confidence * (num_classes - 1) / (1.0 - confidence))))
     return nn.functional.one_hot(labels, num_classes).float() * gap
 
