@@ -31,7 +31,7 @@ from distilkit.audit._hessian import hutchinson_trace
 from distilkit.audit._real_runs import parse_iterations, seeded_model
 from distilkit.audit._registry import TRAINING_DEFAULTS, get_audit
 from distilkit.audit._report import load_report, run_audits
-from distilkit.audit.curvature import ema
+from distilkit.audit.curvature import curvature_pattern, ema
 from distilkit.data.real import RealData
 from distilkit.data.sources import load_real
 from distilkit.distilled import DistilledSet
@@ -40,6 +40,7 @@ from distilkit.evaluate import source_config_of
 from distilkit.outputs import write_atomic
 from distilkit.real_models import RealModelCache
 from distilkit.runtime import distilkit_version, make_accelerator
+from distilkit.seeding import generator as seed_generator
 from distilkit.train import TrainConfig, training_steps
 
 COMPARED_AUDITS = ("mixing", "agreement", "early-recognition")
@@ -65,36 +66,43 @@ def set_label(dset: DistilledSet, folder: Path) -> str:
     return f"{dset.method} ipc{dset.ipc} ({folder.name})"
 
 
-def shared_curvature(sets: list[DistilledSet], real: RealData, cfg: dict, seed: int, device) -> dict:
+def shared_curvature(sets: list[DistilledSet], real: RealData, cfg: dict, seed: int, device,
+                     labels: str = "hard") -> dict:
     """Hessian traces along ONE real training run, at the curvature audit's checkpoints, on a seeded real
-    subsample and on every set (mapped into ``real``'s pixel space): {"iterations", "real", "sets": [...]}."""
+    subsample and on every set (mapped into ``real``'s pixel space, trained on with ``labels``), each judged
+    by :func:`~distilkit.audit.curvature.curvature_pattern`: {"iterations", "real", "sets": [...],
+    "patterns": [...]}. The run, the subsample and the probes come from the curvature audit's seed streams,
+    so each set's curve is the one ``distilkit audit --only curvature`` measures for it."""
     protocol = TrainConfig(model=cfg["model"], **cfg["protocol"])
     checkpoints = parse_iterations(cfg["iterations"])
     per_class = max(1, min(int(real.class_counts.min()), int(cfg["real_subsample"]) // real.num_classes))
-    pick = real.sample_per_class(per_class, torch.Generator().manual_seed(seed)).reshape(-1)
-    data = [(real.batch(pick), real.train_labels[pick])]
+    pick = real.sample_per_class(per_class, seed_generator("curvature-subsample", seed)).reshape(-1)
+    data = [("real", real.batch(pick), real.train_labels[pick])]
     for dset in sets:
         images = dset.images
         if dset.pixel_space.to_card() != real.pixel_space.to_card():
             images = real.pixel_space.from_uint8(to_original_pixels(images, dset.pixel_space))
-        data.append((images, dset.training_targets()))
-    model = seeded_model(cfg["model"], real, seed)
+        data.append(("distilled", images, dset.training_targets(labels)))
+    model = seeded_model(cfg["model"], real, seed, "curvature-run")
     train_images = real.batch(torch.arange(real.train_labels.shape[0]))
     traces: list[list[float]] = [[] for _ in data]
+    probes: list[list[list[float]]] = [[] for _ in data]
     bar = tqdm(total=len(checkpoints), desc="shared curvature run")
     for t in training_steps(model, train_images, real.train_labels, protocol,
-                            torch.Generator().manual_seed(seed + 7919), device=device, steps=checkpoints[-1]):
+                            seed_generator("curvature-run", seed, "order"), device=device, steps=checkpoints[-1]):
         if t not in checkpoints:
             continue
-        for s, (x, y) in enumerate(data):
-            generator = torch.Generator().manual_seed(seed * 1_000_003 + 2 * t + s)
-            estimate = hutchinson_trace(model, x, y, generator, cfg["max_probes"], cfg["tolerance"],
-                                        cfg["probe_batch"], cfg["chunk_size"])
+        for s, (name, x, y) in enumerate(data):
+            estimate = hutchinson_trace(model, x, y, seed_generator("curvature-probes", seed, t, name),
+                                        cfg["max_probes"], cfg["tolerance"], cfg["probe_batch"], cfg["chunk_size"])
             traces[s].append(estimate.trace)
+            probes[s].append(estimate.values)
         bar.update()
     bar.close()
-    return {"iterations": checkpoints, "real": traces[0], "sets": traces[1:], "real_subsample": int(pick.numel()),
-            "ema": cfg["ema"], "model": cfg["model"]}
+    patterns = [curvature_pattern(checkpoints, ema(checkpoints, trace, cfg["ema"]), set_probes, probes[0], seed)
+                for trace, set_probes in zip(traces[1:], probes[1:], strict=True)]
+    return {"iterations": checkpoints, "real": traces[0], "sets": traces[1:], "patterns": patterns,
+            "real_subsample": int(pick.numel()), "ema": cfg["ema"], "model": cfg["model"], "labels": labels}
 
 
 def _test_cell(test: dict | None) -> str:
@@ -103,6 +111,13 @@ def _test_cell(test: dict | None) -> str:
     if test.get("ci") is not None:
         return f"{test['estimate']:+.3f} [{test['ci'][0]:+.3f}, {test['ci'][1]:+.3f}]: {test['outcome']}"
     return f"p = {test['p']:.2g}: {test['outcome']}"
+
+
+def curvature_cells(row: dict) -> list[str]:
+    """The two interval cells of a row's curvature pattern: ends below real, falls after its peak."""
+    tests = row["curvature_tests"]
+    falls = tests[1] if len(tests) > 1 else None
+    return [_test_cell(tests[0]), _test_cell(falls) if falls else "peaks at the last checkpoint"]
 
 
 def compare_sets(folders: list[str | Path], out: str | Path, source: str | None = None, preset: str = "cpu",
@@ -148,18 +163,18 @@ def compare_sets(folders: list[str | Path], out: str | Path, source: str | None 
     if not accelerator.is_main_process:  # the audits share their work; the rest is the main process's
         return {}
     real.pixel_space = sets[0].pixel_space
-    curvature = shared_curvature(sets, real, configs["curvature"], seed, accelerator.device)
+    curvature = shared_curvature(sets, real, configs["curvature"], seed, accelerator.device, training["labels"])
 
     labels = [set_label(d, f) for d, f in zip(sets, folders, strict=True)]
     out.mkdir(parents=True, exist_ok=True)
     figures = _figures(labels, reports, curvature, out)
     rows = []
-    for label, dset, report, trace in zip(labels, sets, reports, curvature["sets"], strict=True):
+    for label, dset, report, trace, pattern in zip(labels, sets, reports, curvature["sets"], curvature["patterns"],
+                                                   strict=True):
         audits = report["audits"]
         mixing, agreement = audits["mixing"], audits["agreement"]
         early = audits["early-recognition"]["summary"]
         smooth = ema(curvature["iterations"], trace, curvature["ema"])
-        peak = max(range(len(smooth)), key=smooth.__getitem__)
         real_end = ema(curvature["iterations"], curvature["real"], curvature["ema"])[-1]
         rows.append({
             "set": label, "method": dset.method, "ipc": dset.ipc,
@@ -170,9 +185,11 @@ def compare_sets(folders: list[str | Path], out: str | Path, source: str | None 
             "agreement_test": (agreement.get("tests") or [None])[0],
             "plateau_iteration": early["plateau_iteration"],
             "test_gain_after_plateau": early["test_gain_after_plateau"],
+            "early_recognition_test": (audits["early-recognition"].get("tests") or [None])[0],
             "distilled_loss_end": early.get("distilled_loss_end"),
-            "curvature_peak_iteration": curvature["iterations"][peak],
+            "curvature_peak_iteration": curvature["iterations"][pattern["peak_index"]],
             "curvature_end_vs_real": round(smooth[-1] / max(abs(real_end), 1e-12), 4),
+            "curvature_tests": pattern["tests"], "curvature_outcome": pattern["outcome"],
         })
     comparison = {"distilkit_version": distilkit_version(),
                   "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -188,7 +205,9 @@ def comparison_markdown(comparison: dict) -> str:
     """The comparison as a Markdown page: the summary table, then the figures."""
     head = ["set", "distilled only", "random only", "a little real data lowers accuracy (Δ, 95% CI)",
             "agreement early / subset", "early > subset (Mann–Whitney)", "recognition plateau (iteration)",
-            "test gain after plateau", "trace peak (iteration)", "end trace / real"]
+            "test gain after plateau (95% CI)", "trace peak (iteration)", "end trace / real",
+            "trace ends below real (Δ, 95% CI)", "trace falls after peak (Δ, 95% CI)",
+            "early peak, then below real (the study's curvature finding)"]
     lines = [f"# Comparison of {len(comparison['rows'])} distilled sets of `{comparison['source']}`", "",
              f"distilkit {comparison['distilkit_version']}, `{comparison['preset']}` preset, "
              f"seed {comparison['seed']}. "
@@ -201,8 +220,8 @@ def comparison_markdown(comparison: dict) -> str:
             f"{r['agreement_early']:.3f} / {r['agreement_subset']:.3f}"
         cells = [r["set"], f"{r['distilled_only']:.3f}", f"{r['random_only']:.3f}", _test_cell(r["mixing_small_k"]),
                  agree, _test_cell(r["agreement_test"]), str(r["plateau_iteration"]),
-                 f"{r['test_gain_after_plateau']:+.3f}", str(r["curvature_peak_iteration"]),
-                 f"{r['curvature_end_vs_real']:.2f}"]
+                 _test_cell(r["early_recognition_test"]), str(r["curvature_peak_iteration"]),
+                 f"{r['curvature_end_vs_real']:.2f}", *curvature_cells(r), r["curvature_outcome"]]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Audits reused from each set's `audit/report.json` / run now:", ""]
     for folder in comparison["sets"]:

@@ -10,12 +10,15 @@ from click.testing import CliRunner
 
 from distilkit.audit import get_audit
 from distilkit.audit._report import run_audits
+from distilkit.audit._stats import FAILS, HOLDS, OPEN
 from distilkit.cli import cli
 from distilkit.cli import compare as compare_cli  # noqa: F401  (registers the command)
 from distilkit.compare import compare_sets
 from distilkit.config import DistillConfig
 from distilkit.pipeline import distill
 from distilkit.real_models import RealModelCache
+
+OUTCOMES = {HOLDS, FAILS, OPEN}
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +51,15 @@ def test_compare_overlays_sets_on_one_curvature_run_and_reuses_audits(two_sets, 
     for figure in ("mixing.png", "agreement.png", "curvature.png", "early_recognition.png"):
         assert (out / figure).stat().st_size > 0 and f"]({figure})" in page
     assert "| random ipc1 (random) |" in page
+    for row in result["rows"]:  # every verdict of the table carries its interval or test
+        assert row["early_recognition_test"]["ci"] is not None
+        assert row["curvature_outcome"] in OUTCOMES and row["curvature_tests"][0]["ci"] is not None
+
+    # the shared run is the curvature audit's run: each set's curve is the one its own audit measures
+    run_audits(dm, only=["curvature"], preset="smoke", accelerator=accelerator, cache=cache)
+    table = json.loads((dm / "audit" / "report.json").read_text())["audits"]["curvature"]["tables"][0]
+    audited = [row[table["columns"].index("distilled trace")] for row in table["rows"]]
+    assert audited == [round(v, 3) for v in curvature["sets"][0]]
 
     again = RealModelCache(root=tmp_path / "models")
     second = compare_sets([dm, random], tmp_path / "cmp2", preset="smoke", accelerator=accelerator, cache=again,

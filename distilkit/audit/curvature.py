@@ -41,6 +41,41 @@ def ema(iterations: list[int], values: list[float], decay: float) -> list[float]
     return out
 
 
+PEAK_RULE = "the EMA-smoothed distilled trace peaks in the first half of the checkpoints' span"
+
+
+def curvature_pattern(checkpoints: list[int], smooth: list[float], probes: list[list[float]],
+                      real_probes: list[list[float]], seed: int) -> dict:
+    """The study's pattern for one set along one real run, in three parts: the smoothed trace peaks
+    early (:data:`PEAK_RULE`, a rule on the curve), it ends below the real data's trace, and it falls
+    after its peak -- the last two as bootstrap intervals over the Hutchinson probes (``probes`` and
+    ``real_probes``: per checkpoint, one v^T H v per probe). Returns {"peak_index", "early_peak",
+    "tests", "outcome"}; the curvature audit and ``distilkit compare`` both judge with it."""
+    peak_index = max(range(len(checkpoints)), key=smooth.__getitem__)
+    peak_t, last = checkpoints[peak_index], checkpoints[-1]
+    early = peak_t <= checkpoints[0] + (last - checkpoints[0]) / 2
+    bootstrap_seed = derive_seed("curvature-bootstrap", seed)
+    below = two_sample_test("the distilled set's trace ends below the real data's",
+                            f"distilled − real trace at iteration {last}", probes[-1], real_probes[-1], -1,
+                            seed=bootstrap_seed)
+    tests = [below]
+    if peak_index < len(checkpoints) - 1:
+        falls = two_sample_test("the distilled trace falls after its peak",
+                                f"distilled trace at its peak (iteration {peak_t}) − at iteration {last}",
+                                probes[peak_index], probes[-1], +1, seed=bootstrap_seed + 1)
+        tests.append(falls)
+        falls_outcome = falls["outcome"]
+    else:
+        falls_outcome = FAILS  # the smoothed trace peaks at the last checkpoint: nothing falls after it
+    if not early or FAILS in (below["outcome"], falls_outcome):
+        outcome = FAILS
+    elif below["outcome"] == HOLDS and falls_outcome == HOLDS:
+        outcome = HOLDS
+    else:
+        outcome = OPEN
+    return {"peak_index": peak_index, "early_peak": early, "tests": tests, "outcome": outcome}
+
+
 @register_audit(
     "curvature", question=2, summary="Hessian trace (Hutchinson) of distilled vs real loss along real training",
     defaults={"model": "convnet", "protocol": STUDY_REAL, "iterations": "0:301:1", "real_subsample": 2560,
@@ -120,33 +155,11 @@ def audit_curvature(dset: DistilledSet, real: RealData, cfg: dict, ctx: AuditCon
     ax.legend(fontsize=8)
     figure = save_figure(fig, ctx.out_dir, "curvature.png")
 
-    # The pattern's three parts: where the smoothed trace peaks (a rule on the curve: the first half of
-    # the run), and two comparisons with intervals over the Hutchinson probes of this run.
-    peak_index = max(range(len(checkpoints)), key=smooth["distilled"].__getitem__)
+    pattern = curvature_pattern(checkpoints, smooth["distilled"], probe_values["distilled"], probe_values["real"],
+                                ctx.seed)
+    peak_index, early, tests, outcome = (pattern[k] for k in ("peak_index", "early_peak", "tests", "outcome"))
     peak_t, last = checkpoints[peak_index], checkpoints[-1]
-    early = peak_t <= checkpoints[0] + (last - checkpoints[0]) / 2
-    bootstrap_seed = derive_seed("curvature-bootstrap", ctx.seed)
-    below = two_sample_test("the distilled set's trace ends below the real data's",
-                            f"distilled − real trace at iteration {last}", probe_values["distilled"][-1],
-                            probe_values["real"][-1], -1, seed=bootstrap_seed)
-    tests = [below]
-    if peak_index < len(checkpoints) - 1:
-        falls = two_sample_test("the distilled trace falls after its peak",
-                                f"distilled trace at its peak (iteration {peak_t}) − at iteration {last}",
-                                probe_values["distilled"][peak_index], probe_values["distilled"][-1], +1,
-                                seed=bootstrap_seed + 1)
-        tests.append(falls)
-        falls_outcome = falls["outcome"]
-    else:
-        falls_outcome = FAILS  # the smoothed trace peaks at the last checkpoint: nothing falls after it
-    if not early or FAILS in (below["outcome"], falls_outcome):
-        outcome = FAILS
-    elif below["outcome"] == HOLDS and falls_outcome == HOLDS:
-        outcome = HOLDS
-    else:
-        outcome = OPEN
-    summary |= {"peak_rule": "the EMA-smoothed distilled trace peaks in the first half of the checkpoints' span",
-                "early_peak": early, "outcome": outcome}
+    summary |= {"peak_rule": PEAK_RULE, "early_peak": early, "outcome": outcome}
     said = {HOLDS: "as the study found", FAILS: "unlike the study's finding"}.get(outcome, "at this budget")
     verdict = (f"Along real training the distilled loss's Hessian trace (EMA) peaks at iteration {peak_t} of {last} "
                f"({summary['distilled/peak_trace_ema']:.4g}, {'an early' if early else 'a late'} peak) and ends at "

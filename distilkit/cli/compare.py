@@ -47,8 +47,10 @@ def compare_command(sets, source, preset, seed, out, args, push, token) -> None:
     for row in comparison["rows"]:
         mixing = row["mixing_small_k"]["outcome"] if row["mixing_small_k"] else "-"
         agreement = row["agreement_test"]["outcome"] if row["agreement_test"] else "-"
+        learned_early = row["early_recognition_test"]["outcome"] if row["early_recognition_test"] else "-"
         click.echo(f"{row['set']}: distilled only {row['distilled_only']:.3f}; small-k dip {mixing}; "
-                   f"early > subset agreement {agreement}")
+                   f"early > subset agreement {agreement}; learned early {learned_early}; "
+                   f"curvature pattern {row['curvature_outcome']}")
     click.echo(f"comparison: {out}/README.md, {out}/comparison.json")
     if push:
         sha = push_comparison(out, push, token)
