@@ -65,7 +65,11 @@ def test_two_processes_distill_the_same_set(method, two_process_runs, tmp_path, 
                       accelerator=accelerator)
     single, shared = DistilledSet.load(one), DistilledSet.load(two_process_runs / method)
     scale = single.images.abs().max().item()
-    torch.testing.assert_close(shared.images, single.images, atol=1e-5 * scale, rtol=0)
+    # Two processes sum the real batch's contributions in another order; a method that updates with Adam (krr)
+    # divides by the square root of tiny second moments, which lifts that float noise to ~3e-5 of the pixel scale
+    # in a rare pixel on some CPUs. The bound on the mean difference keeps the comparison tight overall.
+    torch.testing.assert_close(shared.images, single.images, atol=1e-4 * scale, rtol=0)
+    assert (shared.images - single.images).abs().mean().item() <= 1e-6 * scale
     if method in REPLICATED:
         assert torch.equal(shared.images, single.images)
     assert not torch.equal(single.images, torch.zeros_like(single.images))
